@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make demo` (the main job) and `make test` (the test suite).
+# Both create the virtual environment in .venv when it is missing.
+#
+# TORCH_SPEC pins the torch build. The default is the one on the reference machine's disk
+# (CUDA-enabled, runs on CPU). On a GPU box pick your own, e.g.
+#   make venv TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu128"
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-fast clean-venv
+
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -c requirements/constraints.txt -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m diffexp demo
+
+test: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

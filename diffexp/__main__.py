@@ -1,0 +1,5 @@
+import sys
+
+from diffexp.cli import main
+
+sys.exit(main())

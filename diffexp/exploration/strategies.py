@@ -1,0 +1,100 @@
+"""Exploration strategies: turn (prompts, random generator) into a :class:`SamplingPlan`.
+
+The four arms of the DiffExp ablation are one class with two optional parts:
+
+==========  ===================  =====================
+strategy    CFG scale            prompt
+==========  ===================  =====================
+baseline    fixed ``guidance``   as given
+cfg         scheduled            as given
+phrase      fixed ``guidance``   random phrase weights
+diffexp     scheduled            random phrase weights
+==========  ===================  =====================
+
+Strategies register by name; add your own with :func:`register_strategy` (a factory taking
+an :class:`ExplorationConfig` and returning any object with a ``plan`` method).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from diffexp.exploration.cfg_schedules import CFGScheduleConfig, guidance_scales
+from diffexp.exploration.phrase_weighting import PhraseWeightingConfig, apply_phrase_weights, draw_phrase_weights
+from diffexp.prompts.base import PromptLike, as_prompt
+from diffexp.prompts.weighting import plain_text
+from diffexp.sampling.plan import SamplingPlan
+
+
+class ExplorationConfig(BaseModel):
+    """Which strategy explores, and its parameters (unused parts are ignored by a strategy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str = Field("baseline", description="baseline | cfg | phrase | diffexp, or a registered name")
+    guidance_scale: float = Field(5.0, ge=0.0, description="base CFG scale (ddpo-pytorch's default is 5.0)")
+    cfg: CFGScheduleConfig = Field(default_factory=CFGScheduleConfig)
+    phrase: PhraseWeightingConfig = Field(default_factory=PhraseWeightingConfig)
+
+    @field_validator("strategy")
+    @classmethod
+    def _known(cls, v):
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown exploration strategy {v!r}; registered: {sorted(STRATEGIES)}")
+        return v
+
+
+class ExplorationStrategy(Protocol):
+    def plan(self, prompts: Sequence[str | PromptLike], num_steps: int, generator: torch.Generator | None) -> SamplingPlan: ...
+
+
+class ScheduledWeightedStrategy:
+    """A CFG schedule (or a fixed scale) plus optional random phrase weighting."""
+
+    def __init__(self, guidance_scale: float, schedule: CFGScheduleConfig | None, phrase: PhraseWeightingConfig | None):
+        self.guidance_scale = guidance_scale
+        self.schedule = schedule or CFGScheduleConfig(kind="constant")
+        self.phrase = phrase
+
+    def plan(self, prompts: Sequence[str | PromptLike], num_steps: int, generator: torch.Generator | None = None) -> SamplingPlan:
+        items = [as_prompt(p) for p in prompts]
+        scales = guidance_scales(self.schedule, self.guidance_scale, len(items), num_steps, generator)
+        weights = [draw_phrase_weights(self.phrase, p, generator) if self.phrase else {} for p in items]
+        return SamplingPlan(
+            prompts=[plain_text(p.text) for p in items],
+            conditioning_prompts=[apply_phrase_weights(p.text, w) for p, w in zip(items, weights)],
+            guidance_scales=scales,
+            phrase_weights=weights,
+        )
+
+
+STRATEGIES: dict[str, Callable[[ExplorationConfig], ExplorationStrategy]] = {
+    "baseline": lambda c: ScheduledWeightedStrategy(c.guidance_scale, None, None),
+    "cfg": lambda c: ScheduledWeightedStrategy(c.guidance_scale, c.cfg, None),
+    "phrase": lambda c: ScheduledWeightedStrategy(c.guidance_scale, None, c.phrase),
+    "diffexp": lambda c: ScheduledWeightedStrategy(c.guidance_scale, c.cfg, c.phrase),
+}
+
+
+def register_strategy(name: str):
+    """Decorator: ``@register_strategy("mine")`` on a factory ``(ExplorationConfig) -> strategy``."""
+
+    def decorate(factory):
+        if name in STRATEGIES:
+            raise ValueError(f"exploration strategy {name!r} is already registered")
+        STRATEGIES[name] = factory
+        return factory
+
+    return decorate
+
+
+def build_strategy(config: ExplorationConfig | dict | str) -> ExplorationStrategy:
+    """A strategy from its config (or just its name, with default parameters)."""
+    if isinstance(config, str):
+        config = ExplorationConfig(strategy=config)
+    elif isinstance(config, dict):
+        config = ExplorationConfig(**config)
+    return STRATEGIES[config.strategy](config)

@@ -1,0 +1,31 @@
+"""Models: pipeline loading (hub id or folder), tiny random twins, the offline tokenizer, LoRA."""
+
+from __future__ import annotations
+
+from diffusers import DiffusionPipeline
+
+from diffexp.models.pipelines import ModelNotFoundError, load_pipeline, parse_dtype
+
+#: Names that build a pipeline instead of loading one.
+BUILTIN_PIPELINES = ("tiny-sd15", "tiny-sdxl")
+
+
+def get_pipeline(source: str, dtype: str = "fp32", device: str = "cpu", seed: int = 0) -> DiffusionPipeline:
+    """A pipeline from a built-in name, a local diffusers folder or a cached hub id."""
+    if source == "tiny-sd15":
+        from diffexp.models.twins import tiny_sd15_pipeline
+
+        return _cast(tiny_sd15_pipeline(seed), dtype, device)
+    if source == "tiny-sdxl":
+        from diffexp.models.twins import tiny_sdxl_pipeline
+
+        return _cast(tiny_sdxl_pipeline(seed), dtype, device)
+    return load_pipeline(source, dtype=dtype, device=device)
+
+
+__all__ = ["BUILTIN_PIPELINES", "ModelNotFoundError", "get_pipeline", "load_pipeline", "parse_dtype"]
+
+
+def _cast(pipe: DiffusionPipeline, dtype: str, device: str) -> DiffusionPipeline:
+    torch_dtype = parse_dtype(dtype)
+    return pipe.to(device) if torch_dtype == pipe.unet.dtype else pipe.to(device, torch_dtype)

@@ -1,0 +1,128 @@
+"""Tiny, randomly initialised twins of Stable Diffusion 1.5 and SDXL, built from configs.
+
+Same classes and wiring as the real pipelines (UNet2DConditionModel, AutoencoderKL, CLIP text
+encoder(s), DDIM), only narrower and shallower, so tests exercise the real code paths without
+weights or network. The tokenizer is the real SD tokenizer, rebuilt offline.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from diffexp.models.tokenizer import clip_tokenizer
+
+#: SD 1.5's scheduler config (``scheduler/scheduler_config.json``), as a DDIM scheduler.
+SD_SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    prediction_type="epsilon",
+)
+
+
+def _text_config(hidden: int, projection_dim: int | None = None) -> CLIPTextConfig:
+    tok = clip_tokenizer()
+    return CLIPTextConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        projection_dim=projection_dim or hidden,
+        hidden_act="quick_gelu",
+    )
+
+
+def _vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+
+
+def tiny_sd15_pipeline(seed: int = 0, sample_size: int = 16) -> StableDiffusionPipeline:
+    """An SD 1.5-architecture pipeline with random weights (images of 2*sample_size pixels)."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config(32)),
+        tokenizer=clip_tokenizer(),
+        unet=unet,
+        scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 16) -> StableDiffusionXLPipeline:
+    """An SDXL-architecture pipeline (two text encoders, text-time added conditioning)."""
+    torch.manual_seed(seed)
+    hidden_1, hidden_2, time_dim = 32, 32, 8
+    unet = UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=hidden_1 + hidden_2,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        transformer_layers_per_block=(1, 2),
+        # SDXL: 6 time ids (original size, crop, target size) + the pooled text embedding.
+        projection_class_embeddings_input_dim=6 * time_dim + hidden_2,
+        norm_num_groups=8,
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config(hidden_1)),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(hidden_2, projection_dim=hidden_2)),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(pad_token="!"),
+        unet=unet,
+        scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG),
+        force_zeros_for_empty_prompt=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,1 @@
+"""Prompts: prompt sets, the structured ``Prompt`` type and the prompt-weighting syntax."""

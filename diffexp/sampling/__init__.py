@@ -1,0 +1,1 @@
+"""Sampling: the DDIM step with log-probabilities and the trajectory sampler shared by DDPO and AlignProp."""

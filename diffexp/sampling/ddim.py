@@ -1,0 +1,103 @@
+"""A DDIM step that also returns the log-probability of the step it took.
+
+DDIM with ``eta > 0`` is a Gaussian policy: x_{t-1} ~ N(mean(x_t, eps), std_t^2 I). DDPO needs
+log pi(x_{t-1} | x_t) both while sampling and, later, for the *same* x_{t-1} under updated weights.
+The formulas are diffusers' ``DDIMScheduler.step`` (eq. 12 of Song et al., 2021) written out so
+the mean and standard deviation are available; the scheduler object only supplies its schedule.
+As in ddpo-pytorch, the log-density is averaged (not summed) over the latent dimensions.
+
+The step's arithmetic runs in float64 (it is elementwise and cheap next to the UNet): near the
+end of sampling sigma_t is small, and float32 rounding of the mean, divided by sigma_t^2,
+would otherwise move the log-probability by ~1e-6 and with it the PPO ratio.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers import DDIMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Shape per-sample scalars (B,) or a scalar to (B, 1, 1, ...) for arithmetic with ``like``."""
+    values = values.to(device=like.device, dtype=like.dtype)
+    return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
+
+
+def ddim_step_with_logprob(
+    scheduler: DDIMScheduler,
+    model_output: torch.Tensor,
+    timestep: int | torch.Tensor,
+    sample: torch.Tensor,
+    eta: float,
+    generator: torch.Generator | None = None,
+    prev_sample: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step x_t -> x_{t-1}; returns ``(prev_sample, log_prob)`` with ``log_prob`` of shape (B,).
+
+    ``timestep`` may be a scalar or one timestep per sample (DDPO trains on shuffled timesteps).
+    Pass ``prev_sample`` to score a given x_{t-1} instead of drawing one (the training-time mode).
+    With ``eta == 0`` the step is deterministic and has no density: ``log_prob`` is NaN.
+    """
+    if scheduler.num_inference_steps is None:
+        raise ValueError("call scheduler.set_timesteps(num_steps) before stepping")
+    config = scheduler.config
+    out_dtype = model_output.dtype
+    compute = torch.float32 if sample.device.type == "mps" else torch.float64
+    model_output, sample = model_output.to(compute), sample.to(compute)
+    timestep = torch.as_tensor(timestep, device=sample.device)
+    prev_timestep = timestep - config.num_train_timesteps // scheduler.num_inference_steps
+
+    # The cumulative product in float64 from the scheduler's betas (diffusers keeps it in float32).
+    alphas_cumprod = torch.cumprod(1.0 - scheduler.betas.to(sample.device, compute), dim=0)
+    final_alpha = torch.ones((), device=sample.device, dtype=compute) if config.set_alpha_to_one else alphas_cumprod[0]
+    alpha_prod_t = alphas_cumprod.gather(0, timestep.reshape(-1).long()).reshape(timestep.shape)
+    alpha_prod_t_prev = torch.where(
+        prev_timestep >= 0, alphas_cumprod.gather(0, prev_timestep.clamp(min=0).reshape(-1).long()).reshape(timestep.shape), final_alpha
+    )
+    alpha_prod_t = _broadcast(alpha_prod_t, sample)
+    alpha_prod_t_prev = _broadcast(alpha_prod_t_prev, sample)
+    beta_prod_t = 1 - alpha_prod_t
+
+    if config.prediction_type == "epsilon":
+        pred_original = (sample - beta_prod_t**0.5 * model_output) / alpha_prod_t**0.5
+        pred_epsilon = model_output
+    elif config.prediction_type == "sample":
+        pred_original = model_output
+        pred_epsilon = (sample - alpha_prod_t**0.5 * pred_original) / beta_prod_t**0.5
+    elif config.prediction_type == "v_prediction":
+        pred_original = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
+        pred_epsilon = alpha_prod_t**0.5 * model_output + beta_prod_t**0.5 * sample
+    else:
+        raise ValueError(f"unsupported prediction_type {config.prediction_type!r}")
+    if config.thresholding:
+        pred_original = scheduler._threshold_sample(pred_original)
+    elif config.clip_sample:
+        pred_original = pred_original.clamp(-config.clip_sample_range, config.clip_sample_range)
+
+    # sigma_t of DDIM (eq. 16): eta * sqrt((1 - a_prev) / (1 - a_t)) * sqrt(1 - a_t / a_prev)
+    variance = (1 - alpha_prod_t_prev) / beta_prod_t * (1 - alpha_prod_t / alpha_prod_t_prev)
+    std_dev_t = eta * variance**0.5
+    direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** 0.5 * pred_epsilon
+    prev_mean = alpha_prod_t_prev**0.5 * pred_original + direction
+
+    if prev_sample is None:
+        if eta > 0:
+            noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=out_dtype)
+            prev_sample = prev_mean + std_dev_t * noise.to(compute)
+        else:
+            prev_sample = prev_mean
+        # What is stored (and later replayed) is the sample in the model's dtype: score that one.
+        prev_sample = prev_sample.to(out_dtype)
+
+    if eta > 0:
+        target = prev_sample.detach().to(compute)
+        log_prob = -((target - prev_mean) ** 2) / (2 * std_dev_t**2) - torch.log(std_dev_t) - _LOG_SQRT_2PI
+        log_prob = log_prob.mean(dim=tuple(range(1, log_prob.ndim))).to(torch.float32)
+    else:
+        log_prob = torch.full(sample.shape[:1], float("nan"), device=sample.device, dtype=torch.float32)
+    return prev_sample, log_prob

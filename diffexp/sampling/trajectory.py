@@ -1,0 +1,247 @@
+"""The trajectory sampler shared by DDPO and AlignProp.
+
+It composes the pipeline's parts (text encoders via :class:`PromptEncoder`, the UNet, a DDIM
+scheduler, the VAE) instead of copying ``pipeline.__call__``, and records everything needed to
+replay a step during training: every latent, the per-step log-probabilities, the timesteps, the
+exact prompt embeddings used (after any weighting), the unconditional embeddings and the
+per-sample, per-step CFG scale. DDPO replays steps with :meth:`TrajectorySampler.step_log_prob`;
+AlignProp samples with ``grad_steps`` so gradients flow through chosen steps only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline
+from torch.utils.checkpoint import checkpoint
+
+from diffexp.sampling.conditioning import Conditioning, PromptEncoder
+from diffexp.sampling.ddim import ddim_step_with_logprob
+from diffexp.sampling.plan import SamplingPlan
+
+
+@dataclass
+class Trajectory:
+    """A batch of sampled denoising chains. Tensors are indexed by sample first.
+
+    latents:          (B, T+1, C, h, w)  x_T ... x_0, detached
+    log_probs:        (B, T)             log pi(x_{t-1} | x_t) at sampling time (NaN if eta = 0)
+    timesteps:        (T,)               the scheduler's timesteps
+    guidance_scales:  (B, T)             CFG scale used at every step
+    cond / uncond:    text conditioning used for the conditional / unconditional CFG branch
+    add_time_ids:     (B, 6) SDXL micro-conditioning, else None
+    images:           (B, 3, H, W) in [0, 1] if decoded (carries gradient in gradient mode)
+    """
+
+    prompts: list[str]
+    conditioning_prompts: list[str]
+    latents: torch.Tensor
+    log_probs: torch.Tensor
+    timesteps: torch.Tensor
+    guidance_scales: torch.Tensor
+    cond: Conditioning
+    uncond: Conditioning
+    add_time_ids: torch.Tensor | None = None
+    images: torch.Tensor | None = None
+    phrase_weights: list[dict[str, float]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def select(self, index: torch.Tensor | list[int] | slice) -> "Trajectory":
+        """The sub-batch ``index`` (a tensor/list of sample indices, or a slice)."""
+        if isinstance(index, slice):
+            positions = list(range(len(self)))[index]
+        else:
+            positions = [int(i) for i in index]
+        idx = torch.tensor(positions, dtype=torch.long)
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "timesteps" or value is None:
+                values[f.name] = value
+            elif isinstance(value, list):
+                values[f.name] = [value[i] for i in positions] if value else []
+            else:
+                values[f.name] = value[idx.to(_device_of(value))]
+        return Trajectory(**values)
+
+
+def _device_of(value) -> torch.device:
+    return value.embeds.device if isinstance(value, Conditioning) else value.device
+
+
+class TrajectorySampler:
+    """Samples trajectories from a SD 1.x/2.x or SDXL pipeline under a :class:`SamplingPlan`."""
+
+    def __init__(
+        self,
+        pipe: DiffusionPipeline,
+        num_steps: int = 20,
+        eta: float = 1.0,
+        height: int | None = None,
+        width: int | None = None,
+        gradient_checkpointing: bool = True,
+        negative_prompt: str | None = None,
+    ):
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        self.pipe = pipe
+        self.encoder = PromptEncoder(pipe)
+        self.num_steps, self.eta = num_steps, eta
+        default = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        self.height, self.width = height or default, width or default
+        self.gradient_checkpointing = gradient_checkpointing
+        self.negative_prompt = negative_prompt
+        # Our own scheduler instance: the pipeline's stays untouched, and set_timesteps is done once.
+        self.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        self.scheduler.set_timesteps(num_steps, device=pipe._execution_device)
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    # -- the model call -----------------------------------------------------------------------
+    def noise_pred(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: Conditioning,
+        uncond: Conditioning,
+        guidance_scales: torch.Tensor,
+        add_time_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Classifier-free-guided noise prediction with one guidance scale per sample."""
+        guided = bool((guidance_scales != 1.0).any())
+        if guided:  # the pipeline's layout: [unconditional, conditional]
+            model_in = torch.cat([latents, latents])
+            embeds = torch.cat([uncond.embeds, cond.embeds])
+            pooled = None if cond.pooled is None else torch.cat([uncond.pooled, cond.pooled])
+            time_ids = None if add_time_ids is None else torch.cat([add_time_ids, add_time_ids])
+            t = timestep if timestep.ndim == 0 else torch.cat([timestep, timestep])
+        else:  # CFG scale 1 is the conditional prediction alone: skip the unconditional pass
+            model_in, embeds, pooled, time_ids, t = latents, cond.embeds, cond.pooled, add_time_ids, timestep
+        model_in = self.scheduler.scale_model_input(model_in, timestep)
+        added = None if pooled is None else {"text_embeds": pooled, "time_ids": time_ids}
+        out = self.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+        if not guided:
+            return out
+        out_uncond, out_cond = out.chunk(2)
+        scale = guidance_scales.to(out.dtype).reshape(-1, *([1] * (out.ndim - 1)))
+        return out_uncond + scale * (out_cond - out_uncond)
+
+    # -- sampling -----------------------------------------------------------------------------
+    def encode(self, plan: SamplingPlan) -> tuple[Conditioning, Conditioning, torch.Tensor | None]:
+        cond = self.encoder.encode(plan.conditioning_prompts)
+        uncond = self.encoder.negative(len(plan), self.negative_prompt)
+        time_ids = self.encoder.add_time_ids(len(plan), self.height, self.width, cond.embeds.dtype)
+        return cond, uncond, time_ids
+
+    def sample(
+        self,
+        plan: SamplingPlan,
+        generator: torch.Generator | None = None,
+        grad_steps: torch.Tensor | None = None,
+        decode: bool = True,
+        latents: torch.Tensor | None = None,
+    ) -> Trajectory:
+        """Sample one trajectory per plan entry.
+
+        ``grad_steps`` (bool, shape (T,) or (B, T)) marks the steps through which gradients flow
+        (AlignProp's truncated backpropagation). Steps not marked run without autograd, or, when
+        other samples of the batch need the step, have their output detached. A sample's marked
+        steps must be a contiguous suffix for truncation to mean "the last K steps".
+        ``None`` samples entirely without gradients.
+        """
+        if plan.num_steps != self.num_steps:
+            raise ValueError(f"plan has {plan.num_steps} steps, sampler has {self.num_steps}")
+        batch = len(plan)
+        grad_mask = self._grad_mask(grad_steps, batch)
+        with torch.no_grad():
+            cond, uncond, time_ids = self.encode(plan)
+            latents = self.pipe.prepare_latents(
+                batch, self.unet.config.in_channels, self.height, self.width, cond.embeds.dtype, self.device, generator, latents
+            )
+        scales = plan.guidance_scales.to(self.device)
+        all_latents, all_log_probs = [latents.detach()], []
+        for i, t in enumerate(self.scheduler.timesteps):
+            step_grad = grad_mask is not None and bool(grad_mask[:, i].any())
+            with torch.set_grad_enabled(step_grad):
+                args = (latents, t, cond, uncond, scales[:, i], time_ids)
+                if step_grad and self.gradient_checkpointing:
+                    noise = checkpoint(self.noise_pred, *args, use_reentrant=False)
+                else:
+                    noise = self.noise_pred(*args)
+                next_latents, log_prob = ddim_step_with_logprob(self.scheduler, noise, t, latents, self.eta, generator)
+                if step_grad and not bool(grad_mask[:, i].all()):
+                    keep = grad_mask[:, i].reshape(-1, *([1] * (latents.ndim - 1)))
+                    next_latents = torch.where(keep, next_latents, next_latents.detach())
+            latents = next_latents
+            all_latents.append(latents.detach())
+            all_log_probs.append(log_prob.detach())
+
+        images = None
+        if decode:
+            with torch.set_grad_enabled(grad_mask is not None and bool(grad_mask.any())):
+                images = self.decode(latents)
+        return Trajectory(
+            prompts=list(plan.prompts),
+            conditioning_prompts=list(plan.conditioning_prompts),
+            latents=torch.stack(all_latents, dim=1),
+            log_probs=torch.stack(all_log_probs, dim=1),
+            timesteps=self.scheduler.timesteps.clone(),
+            guidance_scales=scales,
+            cond=cond,
+            uncond=uncond,
+            add_time_ids=time_ids,
+            images=images,
+            phrase_weights=list(plan.phrase_weights),
+        )
+
+    def _grad_mask(self, grad_steps: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        if grad_steps is None:
+            return None
+        mask = torch.as_tensor(grad_steps, dtype=torch.bool, device=self.device)
+        if mask.ndim == 1:
+            mask = mask.unsqueeze(0).expand(batch, -1)
+        if mask.shape != (batch, self.num_steps):
+            raise ValueError(f"grad_steps must have shape ({self.num_steps},) or ({batch}, {self.num_steps}), got {tuple(mask.shape)}")
+        return mask
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE-decode latents to images in [0, 1], as the pipeline's ``output_type="pt"`` does."""
+        vae = self.pipe.vae
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, -1, 1, 1)
+            latents = latents * torch.tensor(std).view(shape).to(latents) / vae.config.scaling_factor + torch.tensor(mean).view(shape).to(latents)
+        else:
+            latents = latents / vae.config.scaling_factor
+        images = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+        return (images / 2 + 0.5).clamp(0, 1)
+
+    # -- replay (DDPO training) -------------------------------------------------------------
+    def step_log_prob(self, traj: Trajectory, step_index: torch.Tensor | int) -> torch.Tensor:
+        """log pi_theta(x_{t-1} | x_t) of the recorded transition at ``step_index`` (one per sample).
+
+        Uses the recorded embeddings and CFG scales, so the policy that is evaluated is the one
+        that sampled (exploration included). Differentiable with respect to the UNet.
+        """
+        batch = len(traj)
+        steps = torch.as_tensor(step_index, dtype=torch.long, device=traj.latents.device)
+        if steps.ndim == 0:
+            steps = steps.expand(batch)
+        rows = torch.arange(batch, device=traj.latents.device)
+        latents, next_latents = traj.latents[rows, steps], traj.latents[rows, steps + 1]
+        timesteps = traj.timesteps.to(steps.device)[steps]
+        scales = traj.guidance_scales.to(steps.device)[rows, steps]
+        noise = self.noise_pred(latents, timesteps, traj.cond, traj.uncond, scales, traj.add_time_ids)
+        _, log_prob = ddim_step_with_logprob(self.scheduler, noise, timesteps, latents, self.eta, prev_sample=next_latents)
+        return log_prob

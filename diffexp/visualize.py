@@ -1,0 +1,43 @@
+"""Captioned image grids, for `diffexp sample` and the reports."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) tensors in [0, 1] -> PIL images."""
+    array = (images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in array]
+
+
+def captioned_grid(
+    images: torch.Tensor | list[Image.Image],
+    captions: list[str],
+    ncols: int = 4,
+    cell: int = 160,
+    caption_lines: int = 4,
+) -> Image.Image:
+    """A grid of images (upscaled to ``cell`` pixels, nearest-neighbour so small images stay crisp)
+    with each image's caption written under it."""
+    pil = to_pil(images) if isinstance(images, torch.Tensor) else list(images)
+    if len(pil) != len(captions):
+        raise ValueError(f"{len(pil)} images but {len(captions)} captions")
+    font = ImageFont.load_default(size=11)
+    line_height = 13
+    chars = max(8, cell // 6)
+    rows = (len(pil) + ncols - 1) // ncols
+    height = cell + caption_lines * line_height + 6
+    grid = Image.new("RGB", (ncols * cell, max(rows, 1) * height), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, (image, caption) in enumerate(zip(pil, captions)):
+        x, y = (i % ncols) * cell, (i // ncols) * height
+        grid.paste(image.resize((cell, cell), Image.NEAREST), (x, y))
+        lines = textwrap.wrap(caption, chars)[:caption_lines]
+        for j, line in enumerate(lines):
+            draw.text((x + 3, y + cell + 3 + j * line_height), line, fill="black", font=font)
+    return grid
