@@ -1,0 +1,93 @@
+"""Build a Lightning Trainer for a run config and run it (resuming from the last checkpoint)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+
+
+def build_module(config):
+    if config.algorithm == "ddpo":
+        from diffexp.algorithms.ddpo import DDPO
+
+        return DDPO(config)
+    from diffexp.algorithms.alignprop import AlignProp
+
+    return AlignProp(config)
+
+
+def default_tracking_uri(output_dir: str | Path) -> str:
+    """MLflow's SQLite store inside the output directory (the ``file:`` store is deprecated)."""
+    return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
+
+
+def build_loggers(config, run_dir: Path) -> list:
+    loggers = []
+    if "csv" in config.run.loggers:
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="", version="csv"))
+    if "mlflow" in config.run.loggers:
+        uri = config.run.mlflow_tracking_uri or default_tracking_uri(config.run.output_dir)
+        loggers.append(MLFlowLogger(experiment_name=config.run.name, tracking_uri=uri, run_name=config.run.name,
+                                    tags={"algorithm": config.algorithm, "strategy": config.exploration.strategy}))
+    return loggers
+
+
+def print_batch_arithmetic(config) -> None:
+    if not hasattr(config, "batch_arithmetic"):
+        return
+    a = config.batch_arithmetic()
+    print(
+        f"[{config.algorithm}] per epoch: {a['samples_per_epoch']} samples "
+        f"({config.sample.batch_size} x {config.sample.num_batches_per_epoch} batches x {config.run.devices} devices), "
+        f"{a['minibatches_per_inner_epoch']} minibatches of {config.train.batch_size * config.run.devices}, "
+        f"{a['optimizer_steps_per_epoch']} optimiser steps, {a['train_timesteps_per_sample']} timesteps trained per sample"
+    )
+
+
+def run(config, resume: bool = True, extra_callbacks: list | None = None):
+    """Train; returns the fitted module. Re-running with the same name resumes from ``last.ckpt``."""
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    L.seed_everything(config.run.seed, workers=True, verbose=False)
+    run_dir = Path(config.run.output_dir) / config.run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    module = build_module(config)
+    if config.run.devices > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        accelerator = config.run.accelerator
+        backend = "gloo" if accelerator == "cpu" or not torch.cuda.is_available() else "nccl"
+        strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=False)
+    else:
+        strategy = "auto"
+    checkpoints = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0, every_n_epochs=config.run.save_every)
+    trainer = L.Trainer(
+        max_epochs=config.run.num_epochs,
+        accelerator=config.run.accelerator,
+        devices=config.run.devices,
+        strategy=strategy,
+        precision=config.run.precision,
+        logger=build_loggers(config, run_dir) or False,
+        callbacks=[checkpoints, *(extra_callbacks or [])],
+        num_sanity_val_steps=0,
+        deterministic=config.run.deterministic,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        default_root_dir=str(run_dir),
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if resume and last.exists() else None
+    if trainer.is_global_zero:
+        print_batch_arithmetic(config)
+        if ckpt_path:
+            print(f"resuming from {ckpt_path}")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+    return module

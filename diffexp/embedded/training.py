@@ -1,0 +1,279 @@
+"""Training of the embedded world's models: VAE -> generator (UNet + text encoder) -> reward CLIP -> aesthetic head.
+
+Run with ``diffexp embedded train`` (see ``--help``). Each stage checkpoints into
+``<work_dir>/<stage>/`` every few hundred steps (atomically) and resumes from there; a finished
+stage is skipped. Data is procedural: the batch of step ``s`` is drawn from a generator seeded
+with ``(seed, stage, s)``, so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from diffexp.embedded import architecture
+from diffexp.embedded.scenes import sample_training_batch, to_tensor
+from diffexp.models.tokenizer import clip_tokenizer
+
+
+@dataclass
+class TrainSettings:
+    """Budgets of each stage (defaults: the shipped model's run)."""
+
+    work_dir: str = "runs/embedded-train"
+    seed: int = 0
+    composition_fraction: float = 0.2  # compositions are rarer, like "a dolphin riding a bike" on the web
+    vae_steps: int = 1500
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-4
+    dataset_size: int = 80_000  # images pre-encoded to latents for the generator stage
+    gen_steps: int = 4000
+    gen_batch: int = 64
+    gen_lr: float = 5e-4
+    caption_dropout: float = 0.1  # empty caption -> the unconditional branch CFG needs
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    threads: int = 2
+
+
+def _rng(seed: int, stage: str, step: int) -> np.random.Generator:
+    return np.random.default_rng([seed, sum(stage.encode()), step])
+
+
+def _lr_lambda(total: int, warmup: int = 100):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup)))) * 0.95 + 0.05
+
+    return f
+
+
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class StageCheckpoint:
+    """Model weights (safetensors) + optimiser/scheduler/step (torch, loaded with weights_only=True)."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def done(self) -> bool:
+        return (self.dir / "DONE").exists()
+
+    def mark_done(self, info: dict) -> None:
+        (self.dir / "DONE").write_text(json.dumps(info, indent=2))
+
+    def save(self, step: int, modules: dict[str, torch.nn.Module], optimizer, lr_sched, extra: dict | None = None) -> None:
+        tensors = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
+        _atomic_save_tensors(tensors, self.dir / "weights.safetensors")
+        _atomic_torch_save(
+            {"step": step, "optimizer": optimizer.state_dict(), "lr": lr_sched.state_dict(), "extra": extra or {}},
+            self.dir / "state.pt",
+        )
+
+    def load(self, modules: dict[str, torch.nn.Module], optimizer, lr_sched) -> tuple[int, dict]:
+        if not (self.dir / "state.pt").exists():
+            return 0, {}
+        tensors = load_file(str(self.dir / "weights.safetensors"))
+        for name, m in modules.items():
+            prefix = name + "."
+            m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        state = torch.load(self.dir / "state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_sched.load_state_dict(state["lr"])
+        return int(state["step"]), state["extra"]
+
+
+# -- stage 1: the VAE -----------------------------------------------------------------------
+def train_vae(settings: TrainSettings) -> Path:
+    ckpt = StageCheckpoint(Path(settings.work_dir) / "vae")
+    if ckpt.done:
+        return ckpt.dir
+    torch.manual_seed(settings.seed)
+    vae = architecture.vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings.vae_steps))
+    start, _ = ckpt.load({"vae": vae}, opt, sched)
+    bar = tqdm(range(start, settings.vae_steps), initial=start, total=settings.vae_steps, desc="vae", dynamic_ncols=True)
+    for step in bar:
+        images, _, _ = sample_training_batch(_rng(settings.seed, "vae", step), settings.vae_batch, settings.composition_fraction)
+        x = to_tensor(images) * 2 - 1
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        kl = posterior.kl().mean() / posterior.mean[0].numel()
+        loss = rec + settings.vae_kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(rec=f"{rec.item():.4f}", kl=f"{kl.item():.2f}")
+        if (step + 1) % settings.checkpoint_every == 0:
+            ckpt.save(step + 1, {"vae": vae}, opt, sched)
+    ckpt.save(settings.vae_steps, {"vae": vae}, opt, sched)
+    vae.save_pretrained(ckpt.dir / "model")
+    ckpt.mark_done({"steps": settings.vae_steps, "reconstruction_accuracy": _reconstruction_accuracy(vae, settings)})
+    return ckpt.dir
+
+
+@torch.no_grad()
+def _reconstruction_accuracy(vae, settings: TrainSettings, n: int = 400) -> float:
+    """Ground-truth accuracy of VAE reconstructions: an upper bound for the generator."""
+    from diffexp.embedded.evaluator import evaluate
+
+    images, captions, _ = sample_training_batch(_rng(settings.seed, "vae-eval", 0), n, 0.5)
+    recon = vae.decode(vae.encode(to_tensor(images) * 2 - 1).latent_dist.mode()).sample
+    accuracy = float(evaluate((recon / 2 + 0.5).clamp(0, 1), captions).mean())
+    print(f"VAE reconstruction ground-truth accuracy: {accuracy:.3f}")
+    return accuracy
+
+
+def _load_vae(settings: TrainSettings):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(Path(settings.work_dir) / "vae" / "model").eval()
+
+
+# -- stage 2: the dataset of latents ---------------------------------------------------------
+@torch.no_grad()
+def encode_dataset(settings: TrainSettings) -> Path:
+    """Render ``dataset_size`` training scenes and store their VAE posteriors (mean, std) + captions."""
+    out = Path(settings.work_dir) / "latents"
+    if (out / "DONE").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    vae = _load_vae(settings)
+    chunk = 500
+    means, stds, captions = [], [], []
+    for i in tqdm(range(0, settings.dataset_size, chunk), desc="encode", dynamic_ncols=True):
+        images, caps, _ = sample_training_batch(_rng(settings.seed, "data", i), chunk, settings.composition_fraction)
+        posterior = vae.encode(to_tensor(images) * 2 - 1).latent_dist
+        means.append(posterior.mean.half())
+        stds.append(posterior.std.half())
+        captions += caps
+    mean, std = torch.cat(means), torch.cat(stds)
+    # SD practice: scale latents to unit variance for the diffusion model.
+    scaling = 1.0 / mean.float().std().item()
+    _atomic_save_tensors({"mean": mean, "std": std}, out / "latents.safetensors")
+    (out / "captions.json").write_text(json.dumps(captions))
+    (out / "DONE").write_text(json.dumps({"scaling_factor": scaling, "size": len(captions)}))
+    return out
+
+
+# -- stage 3: the generator -------------------------------------------------------------------
+def _token_ids(texts: list[str]) -> torch.Tensor:
+    return clip_tokenizer()(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+
+
+def train_generator(settings: TrainSettings) -> Path:
+    """Latent diffusion training of UNet + text encoder (jointly), with caption dropout and EMA."""
+    ckpt = StageCheckpoint(Path(settings.work_dir) / "generator")
+    if ckpt.done:
+        return ckpt.dir
+    data_dir = Path(settings.work_dir) / "latents"
+    latents = load_file(str(data_dir / "latents.safetensors"))
+    captions = json.loads((data_dir / "captions.json").read_text())
+    scaling = json.loads((data_dir / "DONE").read_text())["scaling_factor"]
+    torch.manual_seed(settings.seed)
+    unet, text_encoder = architecture.unet(), architecture.text_encoder()
+    noise_sched = architecture.scheduler()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=settings.gen_lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings.gen_steps))
+    ema = EMAModel(params, decay=settings.ema_decay)
+    ema_holder = _TensorHolder(ema.shadow_params)
+    start, _ = ckpt.load({"unet": unet, "text_encoder": text_encoder, "ema": ema_holder}, opt, sched)
+    ema.optimization_step = start
+    alphas = noise_sched.alphas_cumprod
+    bar = tqdm(range(start, settings.gen_steps), initial=start, total=settings.gen_steps, desc="generator", dynamic_ncols=True)
+    for step in bar:
+        g = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+        idx = torch.randint(0, len(captions), (settings.gen_batch,), generator=g)
+        z0 = (latents["mean"][idx].float() + latents["std"][idx].float() * torch.randn(settings.gen_batch, 4, 8, 8, generator=g)) * scaling
+        texts = ["" if torch.rand(1, generator=g).item() < settings.caption_dropout else captions[i] for i in idx.tolist()]
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (settings.gen_batch,), generator=g)
+        noise = torch.randn(z0.shape, generator=g)
+        a = alphas[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        emb = text_encoder(_token_ids(texts)).last_hidden_state
+        loss = F.mse_loss(unet(zt, t, emb).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema.step(params)
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+        if (step + 1) % settings.checkpoint_every == 0:
+            ckpt.save(step + 1, {"unet": unet, "text_encoder": text_encoder, "ema": ema_holder}, opt, sched)
+    ckpt.save(settings.gen_steps, {"unet": unet, "text_encoder": text_encoder, "ema": ema_holder}, opt, sched)
+    ema.copy_to(params)  # ship the EMA weights
+    save_world_pipeline(settings, unet, text_encoder, ckpt.dir / "pipeline", scaling)
+    ckpt.mark_done({"steps": settings.gen_steps})
+    return ckpt.dir
+
+
+class _TensorHolder(torch.nn.Module):
+    """Lets a list of tensors (EMA shadow weights) be checkpointed like a module."""
+
+    def __init__(self, tensors: list[torch.Tensor]):
+        super().__init__()
+        self._tensors = tensors
+
+    def state_dict(self, *args, **kwargs):
+        return {str(i): t for i, t in enumerate(self._tensors)}
+
+    def load_state_dict(self, state, strict=True):
+        for i, t in enumerate(self._tensors):
+            t.copy_(state[str(i)])
+
+
+def save_world_pipeline(settings: TrainSettings, unet, text_encoder, out: Path, scaling: float) -> None:
+    """Assemble and ``save_pretrained`` a StableDiffusionPipeline (fp16 weights: quality holds, half the size)."""
+    from diffusers import StableDiffusionPipeline
+
+    vae = _load_vae(settings)
+    vae.register_to_config(scaling_factor=scaling)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet, scheduler=architecture.scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
+
+
+STAGES = {"vae": train_vae, "latents": encode_dataset, "generator": train_generator}
+
+
+def train(settings: TrainSettings, stages: list[str] | None = None) -> None:
+    torch.set_num_threads(settings.threads)
+    Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
+    (Path(settings.work_dir) / "settings.json").write_text(json.dumps(asdict(settings), indent=2))
+    for name in stages or list(STAGES):
+        t0 = time.time()
+        STAGES[name](settings)
+        print(f"stage {name}: {time.time() - t0:.0f} s")

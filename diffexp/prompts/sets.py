@@ -1,0 +1,140 @@
+"""Prompt sets by name: DDPO's animals and animal-activity prompts, DrawBench, text files and the embedded world.
+
+The data ships inside the package (``diffexp/prompts/data``, see its README for sources), so
+nothing is read from outside the installed package at run time. Structured sets carry their
+phrases (for phrase-weighted exploration); DrawBench prompts carry their ``category``.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.resources
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from diffexp.prompts.base import Prompt
+
+DATA = importlib.resources.files("diffexp.prompts") / "data"
+
+PromptSetFactory = Callable[..., list[Prompt]]
+PROMPT_SETS: dict[str, PromptSetFactory] = {}
+
+
+def register_prompt_set(name: str):
+    """Decorator registering a factory ``(**options) -> list[Prompt]`` under ``name``."""
+
+    def decorate(factory: PromptSetFactory) -> PromptSetFactory:
+        if name in PROMPT_SETS:
+            raise ValueError(f"prompt set {name!r} is already registered")
+        PROMPT_SETS[name] = factory
+        return factory
+
+    return decorate
+
+
+def get_prompts(name: str, **options) -> list[Prompt]:
+    """The prompts of the set ``name`` (see :data:`PROMPT_SETS`), built with ``options``."""
+    if name not in PROMPT_SETS:
+        raise ValueError(f"unknown prompt set {name!r}; known sets: {sorted(PROMPT_SETS)}")
+    return PROMPT_SETS[name](**options)
+
+
+@functools.cache
+def _lines(filename: str) -> tuple[str, ...]:
+    text = (DATA / filename).read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _with_article(noun: str) -> str:
+    """``inflect``'s ``a()`` for these nouns (DDPO's ``IE.a``): "an" before a vowel letter."""
+    return f"{'an' if noun[0].lower() in 'aeiou' else 'a'} {noun}"
+
+
+@register_prompt_set("simple_animals")
+def simple_animals() -> list[Prompt]:
+    """DDPO's 45 animals; the prompt is the bare animal name, as DDPO uses it."""
+    return [Prompt(animal, (animal,)) for animal in _lines("simple_animals.txt")]
+
+
+@register_prompt_set("nouns_activities")
+def nouns_activities() -> list[Prompt]:
+    """Every animal with each of DDPO's 3 activities (135): "a monkey washing the dishes"."""
+    return [
+        Prompt(f"{_with_article(animal)} {activity}", (animal, activity))
+        for animal in _lines("simple_animals.txt")
+        for activity in _lines("activities.txt")
+    ]
+
+
+@functools.cache
+def _drawbench() -> tuple[tuple[str, str], ...]:
+    with (DATA / "drawbench.csv").open(encoding="utf-8", newline="") as f:
+        return tuple((row["prompt"], row["category"]) for row in csv.DictReader(f))
+
+
+def drawbench_categories() -> list[str]:
+    return sorted({category for _, category in _drawbench()})
+
+
+@register_prompt_set("drawbench")
+def drawbench(category: str | Sequence[str] | None = None) -> list[Prompt]:
+    """The 200 DrawBench prompts, optionally only those of ``category`` (one or several, any case)."""
+    wanted = None
+    if category is not None:
+        requested = [category] if isinstance(category, str) else list(category)
+        valid = {c.lower(): c for c in drawbench_categories()}
+        unknown = [c for c in requested if c.lower() not in valid]
+        if unknown:
+            raise ValueError(f"unknown DrawBench categories {unknown}; valid: {drawbench_categories()}")
+        wanted = {valid[c.lower()] for c in requested}
+    return [Prompt(text, None, {"category": cat}) for text, cat in _drawbench() if wanted is None or cat in wanted]
+
+
+@register_prompt_set("file")
+def from_file(path: str | Path, column: str = "prompt") -> list[Prompt]:
+    """Prompts from a ``.txt`` file (one a line, blank lines skipped) or a ``.csv`` with a ``prompt``
+    column (and an optional ``category`` column, kept in the metadata)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        prompts = list(_csv_prompts(path, column))
+    elif suffix in (".txt", ""):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        prompts = [Prompt(line.strip()) for line in lines if line.strip()]
+    else:
+        raise ValueError(f"prompt file {str(path)!r}: expected a .txt or .csv file, got {suffix!r}")
+    if not prompts:
+        raise ValueError(f"prompt file {str(path)!r} holds no prompts")
+    return prompts
+
+
+def _csv_prompts(path: Path, column: str) -> Iterable[Prompt]:
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if column not in (reader.fieldnames or []):
+            raise ValueError(f"prompt file {str(path)!r} has no {column!r} column; columns: {reader.fieldnames}")
+        for row in reader:
+            text = (row[column] or "").strip()
+            if text:
+                metadata = {"category": row["category"]} if row.get("category") else {}
+                yield Prompt(text, None, metadata)
+
+
+def _embedded(name: str) -> PromptSetFactory:
+    def factory(split: str = "train") -> list[Prompt]:
+        from diffexp.embedded.prompt_sets import get_prompt_set  # lazy: the world is optional
+
+        return [
+            Prompt(p.text, tuple(p.phrases) if p.phrases is not None else None, {"labels": getattr(p, "labels", None), "split": split})
+            for p in get_prompt_set(name, split)
+        ]
+
+    factory.__doc__ = f"The embedded world's {name!r} prompts of ``split`` ('train' or 'heldout')."
+    return factory
+
+
+register_prompt_set("embedded_objects")(_embedded("objects"))
+register_prompt_set("embedded_relations")(_embedded("relations"))

@@ -1,0 +1,20 @@
+"""Rewards: one interface (images in [0, 1] + original prompts -> scores), registered by name.
+
+Importing this package registers the real rewards (``aesthetic``, ``pickscore``, ``hps``,
+``hpsv2.1``, ``jpeg_compressibility``, ``jpeg_incompressibility``); their models load lazily.
+"""
+
+from diffexp.rewards.base import REWARDS, Reward, WeightedSum, build_reward, build_weighted_sum, register_reward
+from diffexp.rewards import aesthetic, hps, jpeg, pickscore  # noqa: F401  (register the rewards)
+from diffexp.rewards.loading import RewardWeightsNotFound, UnsafeCheckpoint
+
+__all__ = [
+    "REWARDS",
+    "Reward",
+    "RewardWeightsNotFound",
+    "UnsafeCheckpoint",
+    "WeightedSum",
+    "build_reward",
+    "build_weighted_sum",
+    "register_reward",
+]

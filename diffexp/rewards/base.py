@@ -1,0 +1,93 @@
+"""The reward interface: decoded images in [0, 1] and their original prompts -> one score per image.
+
+Rewards are registered by name (``@register_reward("name")`` on a factory). A reward declares
+whether it is differentiable with respect to the images (AlignProp needs that). Heavy models
+load lazily on first use and stay cached on the instance.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+
+class Reward(torch.nn.Module):
+    """Base class. Subclasses implement :meth:`score` on a batch; ``__call__`` handles batching and no-grad."""
+
+    #: Registry name; set by subclasses.
+    name: str = "reward"
+    #: Whether gradients flow from the score to the image pixels.
+    differentiable: bool = False
+    #: Largest batch passed to :meth:`score` at once.
+    batch_size: int = 32
+
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"{self.name}: expected images of shape (B, 3, H, W) in [0, 1], got {tuple(images.shape)}")
+        if len(prompts) != images.shape[0]:
+            raise ValueError(f"{self.name}: {images.shape[0]} images but {len(prompts)} prompts")
+        need_grad = self.differentiable and torch.is_grad_enabled() and images.requires_grad
+        with torch.set_grad_enabled(need_grad):
+            chunks = [
+                self.score(images[i : i + self.batch_size], list(prompts[i : i + self.batch_size]))
+                for i in range(0, images.shape[0], self.batch_size)
+            ]
+        return torch.cat(chunks).float()
+
+
+class WeightedSum(Reward):
+    """A weighted sum of rewards is itself a reward (differentiable if every part is)."""
+
+    name = "weighted_sum"
+
+    def __init__(self, parts: dict[str, tuple[Reward, float]]):
+        super().__init__()
+        if not parts:
+            raise ValueError("a weighted sum needs at least one reward")
+        self.parts = torch.nn.ModuleDict({k: r for k, (r, _) in parts.items()})
+        self.weights = {k: float(w) for k, (_, w) in parts.items()}
+        self.differentiable = all(r.differentiable for r in self.parts.values())
+        self.batch_size = max(r.batch_size for r in self.parts.values())
+
+    def score(self, images, prompts):
+        return sum(self.weights[k] * r(images, prompts) for k, r in self.parts.items())
+
+
+REWARDS: dict[str, Callable[..., Reward]] = {}
+
+
+def register_reward(name: str):
+    """Decorator registering a reward factory (a class or function returning a :class:`Reward`)."""
+
+    def decorate(factory):
+        if name in REWARDS:
+            raise ValueError(f"reward {name!r} is already registered")
+        REWARDS[name] = factory
+        return factory
+
+    return decorate
+
+
+def build_reward(name: str, **kwargs) -> Reward:
+    """A registered reward by name, built with ``kwargs``."""
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; registered: {sorted(REWARDS)}")
+    return REWARDS[name](**kwargs)
+
+
+def build_weighted_sum(config: Mapping[str, float | Mapping[str, Any]]) -> WeightedSum:
+    """A weighted sum from a config, e.g. ``{"aesthetic": 1.0, "pickscore": {"weight": 0.1, "model": "/w/ps"}}``.
+
+    Each key names a part and, unless its options say ``reward: <name>``, the registered reward; the
+    value is the part's weight or a mapping of ``weight`` (default 1) and the reward's constructor options.
+    """
+    parts = {}
+    for key, value in config.items():
+        options = dict(value) if isinstance(value, Mapping) else {"weight": value}
+        weight = float(options.pop("weight", 1.0))
+        parts[key] = (build_reward(options.pop("reward", key), **options), weight)
+    return WeightedSum(parts)
