@@ -104,11 +104,57 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_overrides(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.field=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fine-tune with DDPO or AlignProp under an exploration strategy",
+        description="Run DDPO or AlignProp from a YAML config (see experiments/) with optional overrides. "
+        "Re-running a run (same run.output_dir/run.name) resumes from its last checkpoint. "
+        "Use --print-config to see every field with its default and meaning.",
+        epilog="example: diffexp train --config experiments/embedded/ddpo.yaml exploration.strategy=diffexp run.seed=1",
+    )
+    p.add_argument("--config", type=Path, help="YAML run config")
+    p.add_argument("--algorithm", choices=["ddpo", "alignprop"], help="algorithm (overrides the config's)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML (with field docs) and exit")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.learning_rate=1e-4 exploration.strategy=cfg")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from diffexp.algorithms.config import describe_config, load_config
+
+    overrides = _parse_overrides(args.overrides)
+    if args.algorithm:
+        overrides["algorithm"] = args.algorithm
+    config = load_config(args.config, overrides)
+    if args.print_config:
+        print(describe_config(config))
+        return 0
+    from diffexp.algorithms.runner import run
+
+    run(config, resume=not args.no_resume)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffexp", description="Reward fine-tuning of diffusion models with exploration (DiffExp).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_sample(sub)
     _add_demo(sub)
+    _add_train(sub)
     return parser
 
 

@@ -22,20 +22,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from diffexp.exploration import build_strategy
+from diffexp.models import get_pipeline
 from diffexp.models.lora import add_lora, lora_state_dict
 from diffexp.prompts.base import PromptLike, as_prompt
 from diffexp.sampling.trajectory import Trajectory, TrajectorySampler
-
-
-def resolve_pipeline(source: str, dtype: str):
-    """'embedded' -> the shipped world model; else built-in twin names, folders or hub ids."""
-    if source == "embedded":
-        from diffexp.embedded.pipeline import load_world_pipeline
-
-        return load_world_pipeline(dtype=dtype)
-    from diffexp.models import get_pipeline
-
-    return get_pipeline(source, dtype=dtype)
 
 
 def resolve_prompts(config, evaluation: bool = False) -> list[PromptLike]:
@@ -75,7 +65,7 @@ class RewardFinetuningModule(L.LightningModule):
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold only the trainable weights
         self.reward_queries = 0
-        self.pipe = resolve_pipeline(config.model.pretrained, config.model.dtype)
+        self.pipe = get_pipeline(config.model.pretrained, dtype=config.model.dtype)
         for part in ("vae", "text_encoder", "text_encoder_2"):
             module = getattr(self.pipe, part, None)
             if module is not None:

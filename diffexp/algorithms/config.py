@@ -185,3 +185,20 @@ def config_class(algorithm: str):
 
         return AlignPropConfig
     raise ConfigError(f"algorithm: unknown algorithm {algorithm!r}; choose 'ddpo' or 'alignprop'")
+
+
+def describe_config(config: BaseModel, indent: int = 0) -> str:
+    """The config as YAML-like text with each field's description as a comment."""
+    lines = []
+    pad = "  " * indent
+    for name, field in type(config).model_fields.items():
+        value = getattr(config, name)
+        comment = f"  # {field.description}" if field.description else ""
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:{comment}")
+            lines.append(describe_config(value, indent + 1))
+        else:
+            dumped = yaml.safe_dump(value if not isinstance(value, tuple) else list(value), default_flow_style=True).strip()
+            dumped = dumped.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"{pad}{name}: {dumped}{comment}")
+    return "\n".join(lines)

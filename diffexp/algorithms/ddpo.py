@@ -147,6 +147,9 @@ class DDPO(RewardFinetuningModule):
         metrics = self.reward_metrics(self.gather(rewards.to(self.device)).cpu(), traj.prompts, traj.images)
         metrics.update(self.update(traj, advantages))
         metrics["cfg_scale_mean"] = traj.guidance_scales.mean().item()
+        if self.world_size > 1:  # replicas must stay identical: a cheap check of the gradient sync
+            checksum = self.gather(torch.stack([p.detach().double().sum() for p in self.trainable]).sum().reshape(1))
+            metrics["ddp_param_divergence"] = (checksum.max() - checksum.min()).item()
         epoch = self.current_epoch + 1
         if epoch % self.config.run.eval_every == 0 or epoch == self.config.run.num_epochs:
             metrics.update(self.evaluate())

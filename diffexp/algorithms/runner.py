@@ -42,11 +42,10 @@ def print_batch_arithmetic(config) -> None:
     if not hasattr(config, "batch_arithmetic"):
         return
     a = config.batch_arithmetic()
+    detail = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in a.items())
     print(
-        f"[{config.algorithm}] per epoch: {a['samples_per_epoch']} samples "
-        f"({config.sample.batch_size} x {config.sample.num_batches_per_epoch} batches x {config.run.devices} devices), "
-        f"{a['minibatches_per_inner_epoch']} minibatches of {config.train.batch_size * config.run.devices}, "
-        f"{a['optimizer_steps_per_epoch']} optimiser steps, {a['train_timesteps_per_sample']} timesteps trained per sample"
+        f"[{config.algorithm}] batch arithmetic: {config.sample.batch_size} samples x {config.sample.num_batches_per_epoch} "
+        f"batches x {config.run.devices} devices; {detail}"
     )
 
 

@@ -266,14 +266,30 @@ def save_world_pipeline(settings: TrainSettings, unet, text_encoder, out: Path, 
     pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
 
 
-STAGES = {"vae": train_vae, "latents": encode_dataset, "generator": train_generator}
+def stages() -> dict:
+    """The stages in order (reward stages live in their own module)."""
+    from diffexp.embedded.reward_training import train_aesthetic, train_reward_clip
+
+    return {
+        "vae": train_vae,
+        "latents": encode_dataset,
+        "generator": train_generator,
+        "reward_clip": train_reward_clip,
+        "aesthetic": train_aesthetic,
+    }
 
 
-def train(settings: TrainSettings, stages: list[str] | None = None) -> None:
+def train(settings: TrainSettings, only: list[str] | None = None) -> None:
     torch.set_num_threads(settings.threads)
     Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
     (Path(settings.work_dir) / "settings.json").write_text(json.dumps(asdict(settings), indent=2))
-    for name in stages or list(STAGES):
+    all_stages = stages()
+    unknown = set(only or []) - set(all_stages)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages: {list(all_stages)}")
+    for name, fn in all_stages.items():
+        if only and name not in only:
+            continue
         t0 = time.time()
-        STAGES[name](settings)
+        fn(settings)
         print(f"stage {name}: {time.time() - t0:.0f} s")

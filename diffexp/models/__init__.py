@@ -6,12 +6,17 @@ from diffusers import DiffusionPipeline
 
 from diffexp.models.pipelines import ModelNotFoundError, load_pipeline, parse_dtype
 
-#: Names that build a pipeline instead of loading one.
-BUILTIN_PIPELINES = ("tiny-sd15", "tiny-sdxl")
+#: Names that resolve to a built-in pipeline instead of a folder or hub id.
+BUILTIN_PIPELINES = ("embedded", "tiny-sd15", "tiny-sdxl")
 
 
 def get_pipeline(source: str, dtype: str = "fp32", device: str = "cpu", seed: int = 0) -> DiffusionPipeline:
-    """A pipeline from a built-in name, a local diffusers folder or a cached hub id."""
+    """A pipeline from a built-in name ('embedded': the shipped world model; 'tiny-*': random twins),
+    a local diffusers folder or a cached hub id."""
+    if source == "embedded":
+        from diffexp.embedded.pipeline import load_world_pipeline
+
+        return load_world_pipeline(dtype=dtype, device=device)
     if source == "tiny-sd15":
         from diffexp.models.twins import tiny_sd15_pipeline
 

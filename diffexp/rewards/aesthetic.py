@@ -34,7 +34,7 @@ CLIP_SPEC = WeightsSpec(
     argument="clip_weights",
     filenames=OPEN_CLIP_FILENAMES,
     download="`hf download timm/vit_large_patch14_clip_224.openai open_clip_model.safetensors` "
-    "(OpenAI's CLIP ViT-L/14, the open_clip tag 'openai')",
+    "(or open_clip_pytorch_model.bin; OpenAI's CLIP ViT-L/14, i.e. the open_clip tag 'openai')",
 )
 
 

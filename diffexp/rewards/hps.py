@@ -25,7 +25,7 @@ CHECKPOINTS = {"v2": "HPS_v2_compressed.pt", "v2.0": "HPS_v2_compressed.pt", "v2
 def weights_spec(version: str) -> WeightsSpec:
     filename = CHECKPOINTS[version]
     return WeightsSpec(
-        reward="hps",
+        reward="hps" if version in ("v2", "v2.0") else f"hps{version}",
         what=f"the HPS{version} checkpoint",
         argument="weights",
         filenames=(filename,),
@@ -33,6 +33,7 @@ def weights_spec(version: str) -> WeightsSpec:
     )
 
 
+@register_reward("hps")
 class HPSReward(LazyReward):
     """HPSv2 (``version="v2"``) or HPSv2.1 (``"v2.1"``); ``weights`` is a hub id, a file or its folder."""
 
@@ -50,7 +51,7 @@ class HPSReward(LazyReward):
         if version not in CHECKPOINTS:
             raise ValueError(f"unknown HPS version {version!r}; choose one of {sorted(CHECKPOINTS)}")
         self.weights, self.version, self.clip_model = weights, version, clip_model
-        self.name = "hps" if version in ("v2", "v2.0") else f"hps{version}"
+        self.name = weights_spec(version).reward
 
     def load(self, device: torch.device):
         path = resolve_file(self.weights, weights_spec(self.version), local_files_only=self.local_files_only)
@@ -65,9 +66,6 @@ class HPSReward(LazyReward):
         with torch.no_grad():
             text = model.encode_text(tokenizer(list(prompts)).to(device), normalize=True)
         return (image * text).sum(-1).to(images.device)
-
-
-register_reward("hps")(HPSReward)
 
 
 @register_reward("hpsv2.1")

@@ -47,6 +47,7 @@ class WeightsSpec:
     argument: str  #: constructor argument / config option that points to it
     filenames: tuple[str, ...]  #: files looked for, in order, inside a folder or hub repo
     download: str  #: where to get it (URL or ``hf download`` command)
+    folder: bool = False  #: a ``from_pretrained`` folder rather than a single file
 
 
 def missing_weights(spec: WeightsSpec, source: Any, reason: str, local_files_only: bool) -> RewardWeightsNotFound:
@@ -54,10 +55,15 @@ def missing_weights(spec: WeightsSpec, source: Any, reason: str, local_files_onl
     lines = [
         f"{spec.reward}: {spec.what} not found at {str(source)!r} ({reason}).",
         f"  Download it: {spec.download}",
-        f"  Put it anywhere on this machine (expected file name: {' or '.join(spec.filenames)}) and pass the file "
-        f"or its folder as `{spec.argument}=...` (build_reward({spec.reward!r}, {spec.argument}='/path/...') "
-        f"or the `{spec.argument}` option of the reward in the run config); a hub id works once it is in the "
-        "local Hugging Face cache.",
+        (
+            f"  Put the folder (holding {', '.join(spec.filenames)}) anywhere on this machine and pass it"
+            if spec.folder
+            else f"  Put it anywhere on this machine (file name: {' or '.join(spec.filenames)}) and pass the file "
+            "or its folder"
+        )
+        + f" as `{spec.argument}=...` (build_reward({spec.reward!r}, {spec.argument}='/path/...') or the "
+        f"`{spec.argument}` option of the reward in the run config); a hub id works once it is in the local "
+        "Hugging Face cache.",
     ]
     if local_files_only:
         lines.append("  Downloads are off (local_files_only=True); pass local_files_only=False to fetch from the hub.")

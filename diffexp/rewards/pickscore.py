@@ -22,8 +22,9 @@ MODEL_SPEC = WeightsSpec(
     reward="pickscore",
     what="the PickScore CLIP model (a transformers CLIPModel folder)",
     argument="model",
-    filenames=("config.json", "model.safetensors"),
+    filenames=("config.json", "model.safetensors or pytorch_model.bin"),
     download="`hf download yuvalkirstain/PickScore_v1`",
+    folder=True,
 )
 PROCESSOR_SPEC = WeightsSpec(
     reward="pickscore",
@@ -32,6 +33,7 @@ PROCESSOR_SPEC = WeightsSpec(
     filenames=("preprocessor_config.json", "tokenizer_config.json"),
     download="`hf download laion/CLIP-ViT-H-14-laion2B-s32B-b79K --include '*.json' '*.txt'` "
     "(optional: leave `processor=None` to use the built-in CLIP tokenizer and normalisation)",
+    folder=True,
 )
 
 
@@ -78,8 +80,8 @@ class PickScoreReward(LazyReward):
         with explain_missing(PROCESSOR_SPEC, self.processor_source, lfo):
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=lfo)
             images = CLIPImageProcessor.from_pretrained(source, local_files_only=lfo)
-        crop = images.crop_size
-        size = (crop["height"], crop["width"]) if isinstance(crop, dict) else crop
+        crop = images.crop_size  # a dict, or a SizeDict in transformers 5
+        size = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop.height, crop.width)
         return tokenizer, {"size": size, "mean": tuple(images.image_mean), "std": tuple(images.image_std)}
 
     def text_embeddings(self, prompts: Sequence[str], model, tokenizer) -> torch.Tensor:

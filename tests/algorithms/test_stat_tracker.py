@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from diffexp.algorithms.stat_tracker import PerPromptStatTracker, batch_advantages
+
+
+def test_falls_back_to_batch_statistics_until_min_count():
+    tracker = PerPromptStatTracker(buffer_size=4, min_count=3)
+    rewards = np.array([1.0, 2.0, 10.0, 20.0])
+    adv = tracker.update(["a", "a", "b", "b"], rewards)
+    mean, std = rewards.mean(), rewards.std() + 1e-6
+    np.testing.assert_allclose(adv, (rewards - mean) / std)
+
+
+def test_per_prompt_statistics_once_enough():
+    tracker = PerPromptStatTracker(buffer_size=4, min_count=2)
+    adv = tracker.update(["a", "a", "b", "b"], np.array([1.0, 3.0, 10.0, 30.0]))
+    np.testing.assert_allclose(adv, [-1, 1, -1, 1], atol=1e-5)  # each prompt: mean 2 / 20, std 1 / 10
+
+
+def test_buffer_keeps_the_latest_rewards():
+    tracker = PerPromptStatTracker(buffer_size=2, min_count=2)
+    tracker.update(["a", "a"], np.array([100.0, 200.0]))
+    adv = tracker.update(["a", "a"], np.array([1.0, 3.0]))  # buffer now [1, 3]: old rewards forgotten
+    np.testing.assert_allclose(adv, [-1, 1], atol=1e-5)
+
+
+def test_state_round_trip():
+    tracker = PerPromptStatTracker(buffer_size=3, min_count=1)
+    tracker.update(["a", "b", "a"], np.array([1.0, 2.0, 3.0]))
+    clone = PerPromptStatTracker(1, 1)
+    clone.load_state_dict(tracker.state_dict())
+    np.testing.assert_allclose(clone.update(["a"], np.array([5.0])), tracker.update(["a"], np.array([5.0])))
+
+
+def test_errors_and_global():
+    with pytest.raises(ValueError, match="min_count"):
+        PerPromptStatTracker(buffer_size=2, min_count=3)
+    with pytest.raises(ValueError, match="rewards"):
+        PerPromptStatTracker(4, 1).update(["a"], np.array([1.0, 2.0]))
+    np.testing.assert_allclose(batch_advantages(np.array([1.0, 3.0])), [-1, 1], atol=1e-5)
