@@ -149,6 +149,7 @@ class RewardFinetuningModule(L.LightningModule):
         metrics = {k: float(v) for k, v in metrics.items()}
         metrics["reward_queries"] = float(self.reward_queries)
         metrics["epoch"] = float(self.current_epoch)
+        self.last_metrics = metrics  # for callbacks (e.g. the sweep harness's pruning)
         if self.global_rank == 0:
             for logger in self.loggers:
                 logger.log_metrics(metrics, step=self.reward_queries)

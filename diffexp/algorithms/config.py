@@ -88,7 +88,10 @@ class RunConfig(_Strict):
     eval_num_prompts: int = Field(8, ge=1, description="held-out prompts evaluated")
     eval_samples_per_prompt: int = Field(2, ge=1)
     loggers: list[Literal["mlflow", "csv"]] = Field(default_factory=lambda: ["csv"])
-    mlflow_tracking_uri: str | None = Field(None, description="default: sqlite file inside output_dir")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///<output_dir>/mlflow.db")
+    mlflow_experiment: str | None = Field(None, description="MLflow experiment name; default: the run name")
+    mlflow_run_id: str | None = Field(None, description="log into this existing MLflow run (the sweep harness creates one per trial)")
+    mlflow_tags: dict[str, str] = Field(default_factory=dict, description="extra MLflow tags for the run")
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     accelerator: str = Field("auto", description="Lightning accelerator (cpu, gpu, auto)")
     devices: int = Field(1, ge=1, description="processes/devices (DDP when > 1; gloo on CPU)")

@@ -33,8 +33,9 @@ def build_loggers(config, run_dir: Path) -> list:
         loggers.append(CSVLogger(save_dir=str(run_dir), name="", version="csv"))
     if "mlflow" in config.run.loggers:
         uri = config.run.mlflow_tracking_uri or default_tracking_uri(config.run.output_dir)
-        loggers.append(MLFlowLogger(experiment_name=config.run.name, tracking_uri=uri, run_name=config.run.name,
-                                    tags={"algorithm": config.algorithm, "strategy": config.exploration.strategy}))
+        tags = {"algorithm": config.algorithm, "strategy": config.exploration.strategy, **config.run.mlflow_tags}
+        loggers.append(MLFlowLogger(experiment_name=config.run.mlflow_experiment or config.run.name, tracking_uri=uri,
+                                    run_name=config.run.name, run_id=config.run.mlflow_run_id, tags=None if config.run.mlflow_run_id else tags))
     return loggers
 
 

@@ -1,0 +1,31 @@
+"""Independent references shared by tests."""
+
+from __future__ import annotations
+
+import torch
+
+
+def reference_truncated_grads(pipe, params, traj, ks, scale: float) -> torch.Tensor:
+    """d(sum of images)/d(params) when sample b backpropagates through only its last ks[b] steps.
+
+    Written with plain diffusers calls (unet + DDIMScheduler.step at eta = 0), restarting each
+    sample from its recorded latent K steps before the end, detached: earlier steps cannot contribute.
+    """
+    for p in params:
+        p.grad = None
+    steps = traj.latents.shape[1] - 1
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    for b, k in enumerate(ks):
+        x = traj.latents[b : b + 1, steps - k].detach()
+        cond, uncond = traj.cond.embeds[b : b + 1], traj.uncond.embeds[b : b + 1]
+        for t in scheduler.timesteps[steps - k :]:
+            out = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+            u, c = out.chunk(2)
+            x = scheduler.step(u + scale * (c - u), t, x, eta=0.0).prev_sample
+        image = (pipe.vae.decode(x / pipe.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+        image.sum().backward()
+    grads = torch.cat([p.grad.flatten() for p in params])
+    for p in params:
+        p.grad = None
+    return grads
