@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_demo(sub)
     _add_train(sub)
+    from diffexp.embedded.cli import add_embedded_command
+
+    add_embedded_command(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,21 @@ class RewardFinetuningModule(L.LightningModule):
 
     def load_extra_state(self, state: dict) -> None:
         pass
+
+
+class PhaseClock:
+    """Wall time per named phase of an epoch (logged as ``time_<phase>`` seconds)."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
 
 def within_prompt_diversity(images: torch.Tensor, prompts: list[str]) -> float:

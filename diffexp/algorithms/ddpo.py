@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffexp.algorithms.base import RewardFinetuningModule
+from diffexp.algorithms.base import PhaseClock, RewardFinetuningModule
 from diffexp.algorithms.config import DDPOConfig
 from diffexp.algorithms.losses import ppo_clip_loss
 from diffexp.algorithms.stat_tracker import PerPromptStatTracker, batch_advantages
@@ -141,11 +141,16 @@ class DDPO(RewardFinetuningModule):
 
     # the epoch ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        traj = self.generate()
-        rewards = self.reward(traj)
-        advantages = self.advantages(traj, rewards)
+        clock = PhaseClock()
+        with clock("time_sampling"):
+            traj = self.generate()
+        with clock("time_reward"):
+            rewards = self.reward(traj)
+            advantages = self.advantages(traj, rewards)
         metrics = self.reward_metrics(self.gather(rewards.to(self.device)).cpu(), traj.prompts, traj.images)
-        metrics.update(self.update(traj, advantages))
+        with clock("time_update"):
+            metrics.update(self.update(traj, advantages))
+        metrics.update(clock.times)
         metrics["cfg_scale_mean"] = traj.guidance_scales.mean().item()
         if self.world_size > 1:  # replicas must stay identical: a cheap check of the gradient sync
             checksum = self.gather(torch.stack([p.detach().double().sum() for p in self.trainable]).sum().reshape(1))

@@ -19,7 +19,8 @@ from diffexp.embedded import architecture
 from diffexp.embedded.aesthetic_rule import aesthetic_score
 from diffexp.embedded.rewards import AestheticHead, clip_normalise
 from diffexp.embedded.scenes import COLOURS, RELATIONS, SHAPES, ObjectLabel, SceneLabels, caption, render, sample_spec, to_tensor
-from diffexp.embedded.training import StageCheckpoint, TrainSettings, _lr_lambda, _rng, _token_ids
+from diffexp.embedded.settings import TrainSettings
+from diffexp.embedded.training import StageCheckpoint, _lr_lambda, _rng, _token_ids
 
 OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
 

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +23,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from diffexp.embedded import architecture
+from diffexp.embedded.settings import TrainSettings
 from diffexp.embedded.scenes import sample_training_batch, to_tensor
 from diffexp.models.tokenizer import clip_tokenizer
-
-
-@dataclass
-class TrainSettings:
-    """Budgets of each stage (defaults: the shipped model's run)."""
-
-    work_dir: str = "runs/embedded-train"
-    seed: int = 0
-    composition_fraction: float = 0.2  # compositions are rarer, like "a dolphin riding a bike" on the web
-    vae_steps: int = 1500
-    vae_batch: int = 32
-    vae_lr: float = 1e-3
-    vae_kl_weight: float = 1e-4
-    dataset_size: int = 80_000  # images pre-encoded to latents for the generator stage
-    gen_steps: int = 4000
-    gen_batch: int = 64
-    gen_lr: float = 5e-4
-    caption_dropout: float = 0.1  # empty caption -> the unconditional branch CFG needs
-    ema_decay: float = 0.999
-    checkpoint_every: int = 250
-    threads: int = 2
 
 
 def _rng(seed: int, stage: str, step: int) -> np.random.Generator:
@@ -293,3 +273,21 @@ def train(settings: TrainSettings, only: list[str] | None = None) -> None:
         t0 = time.time()
         fn(settings)
         print(f"stage {name}: {time.time() - t0:.0f} s")
+
+
+def export_generator_checkpoint(settings: TrainSettings, out: Path, use_ema: bool = True) -> Path:
+    """Save the generator's latest checkpoint (EMA weights by default) as a pipeline, e.g. to
+    inspect a run that is still training."""
+    data_dir = Path(settings.work_dir) / "latents"
+    scaling = json.loads((data_dir / "DONE").read_text())["scaling_factor"]
+    tensors = load_file(str(Path(settings.work_dir) / "generator" / "weights.safetensors"))
+    unet, text_encoder = architecture.unet(), architecture.text_encoder()
+    for name, module in (("unet", unet), ("text_encoder", text_encoder)):
+        module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
+    if use_ema:
+        params = list(unet.parameters()) + list(text_encoder.parameters())
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                p.copy_(tensors[f"ema.{i}"])
+    save_world_pipeline(settings, unet, text_encoder, Path(out), scaling)
+    return Path(out)

@@ -1,0 +1,384 @@
+"""Paper-style tables from the long metric table.
+
+Each table is first a long DataFrame of raw numbers (one row per algorithm x task x metric x
+strategy [x budget]; written to CSV so nothing is lost to rounding), then a formatted display
+(``mean [low, high]`` strings) for the HTML page and LaTeX.
+
+Conventions, per panel (algorithm x task):
+* the *common budget* is the smallest last logged step over the panel's runs, so every strategy
+  is compared over the same number of reward queries; "final" means "at the common budget";
+* default budgets are 25%, 50% and 100% of the common budget;
+* the baseline's *final reward* is its seed-averaged curve at the common budget; "queries to
+  baseline" is where each strategy's seed-averaged curve first reaches it, and the ratio divides
+  that by the baseline's own (< 1: fewer queries than the baseline);
+* AUC is the trapezoid area over [first step, common budget] divided by the span (mean reward over
+  training);
+* IQM / P(improvement) pool a reward's prompt sets as tasks, runs truncated to the smallest count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.reporting import stats
+from benchmark.reporting.labels import ALGORITHM_ORDER, BASELINE, STRATEGY_ORDER, algorithm_label, ordered, strategy_label
+
+DEFAULT_FRACTIONS = (0.25, 0.5, 1.0)
+TABLE_METRICS = ("reward_mean", "eval_reward_mean", "eval_gt_accuracy")
+
+
+@dataclass
+class Curve:
+    run_id: str
+    seed: str
+    steps: np.ndarray
+    values: np.ndarray
+
+    @property
+    def xy(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.steps, self.values
+
+
+@dataclass
+class Tables:
+    """Raw long tables (CSV) for every metric in ``metrics``; ``primary`` is the metric summarised."""
+
+    budgets: pd.DataFrame
+    efficiency: pd.DataFrame
+    auc: pd.DataFrame
+    robust: pd.DataFrame
+    ablation: pd.DataFrame
+    primary: str
+    metrics: list[str] = field(default_factory=list)
+    task_rewards: dict[str, str] = field(default_factory=dict)
+
+
+# -- grouping ------------------------------------------------------------------------------------
+def panel_curves(metrics: pd.DataFrame, metric: str) -> dict[tuple[str, str], dict[str, list[Curve]]]:
+    """{(algorithm, task): {strategy: [Curve per run]}} in display order."""
+    sub = metrics[metrics["metric"] == metric]
+    out: dict[tuple[str, str], dict[str, list[Curve]]] = {}
+    for algorithm in ordered(sub["algorithm"].unique(), ALGORITHM_ORDER):
+        for task in sorted(sub.loc[sub["algorithm"] == algorithm, "task"].unique()):
+            panel = sub[(sub["algorithm"] == algorithm) & (sub["task"] == task)]
+            by_strategy = {}
+            for strategy in ordered(panel["strategy"].unique(), STRATEGY_ORDER):
+                runs = panel[panel["strategy"] == strategy].sort_values(["seed", "run_id", "step"])
+                by_strategy[strategy] = [
+                    Curve(run_id, str(g["seed"].iloc[0]), g["step"].to_numpy(float), g["value"].to_numpy(float))
+                    for run_id, g in runs.groupby("run_id", sort=False)
+                ]
+            out[(algorithm, task)] = by_strategy
+    return out
+
+
+def common_budget(by_strategy: dict[str, list[Curve]]) -> float:
+    """The smallest last step over all runs of a panel."""
+    lasts = [c.steps.max() for curves in by_strategy.values() for c in curves if c.steps.size]
+    return float(min(lasts)) if lasts else float("nan")
+
+
+def panel_budgets(by_strategy: dict[str, list[Curve]], budgets: list[float] | None, fractions=DEFAULT_FRACTIONS) -> list[float]:
+    if budgets:
+        return [float(b) for b in budgets]
+    common = common_budget(by_strategy)
+    return [] if math.isnan(common) else sorted({float(round(f * common)) for f in fractions})
+
+
+# -- raw tables ----------------------------------------------------------------------------------
+def budget_table(metrics: pd.DataFrame, metric: str, budgets: list[float] | None = None, reps: int = stats.DEFAULT_REPS, seed: int = 0) -> pd.DataFrame:
+    """Mean value at each query budget with a bootstrap CI over runs (runs that stopped before a
+    budget do not count there)."""
+    rows = []
+    for (algorithm, task), by_strategy in panel_curves(metrics, metric).items():
+        for budget in panel_budgets(by_strategy, budgets):
+            for strategy, curves in by_strategy.items():
+                values = [stats.value_at(*c.xy, budget) for c in curves]
+                est = stats.bootstrap_ci(values, reps=reps, seed=seed)
+                rows.append({"algorithm": algorithm, "task": task, "metric": metric, "strategy": strategy, "budget": budget,
+                             "mean": est.point, "ci_low": est.low, "ci_high": est.high,
+                             "n_runs": int(np.sum(~np.isnan(values)))})
+    return pd.DataFrame(rows, columns=["algorithm", "task", "metric", "strategy", "budget", "mean", "ci_low", "ci_high", "n_runs"])
+
+
+def efficiency_table(metrics: pd.DataFrame, metric: str, reps: int = stats.DEFAULT_REPS, seed: int = 0) -> pd.DataFrame:
+    """Queries each strategy needs to reach the baseline's final value, and the ratio to the
+    baseline's own. CIs resample the strategy's and the baseline's runs independently; the target
+    stays fixed. Panels without a baseline are skipped."""
+    rows = []
+    for (algorithm, task), by_strategy in panel_curves(metrics, metric).items():
+        base = [c.xy for c in by_strategy.get(BASELINE, [])]
+        if not base:
+            continue
+        budget = common_budget(by_strategy)
+        grid = np.unique(np.concatenate([c.steps for curves in by_strategy.values() for c in curves]))
+        base_matrix = stats.curves_on_grid(base, grid)
+        base_mean = stats.nanmean_rows(base_matrix)
+        target = float(stats.value_at(grid, base_mean, budget))
+        base_q = stats.queries_to_reach(grid, base_mean, target)
+        rng = np.random.default_rng(seed)
+        for strategy, curves in by_strategy.items():
+            matrix = stats.curves_on_grid([c.xy for c in curves], grid)
+            q = stats.queries_to_reach(grid, stats.nanmean_rows(matrix), target)
+            q_boot = stats.queries_to_reach_batch(grid, stats.bootstrap_mean_rows(matrix, reps, rng), target)
+            # the ratio's interval resamples the baseline too, with its (resampled) final value as target
+            b_means = stats.bootstrap_mean_rows(base_matrix, reps, rng)
+            b_targets = np.array([stats.value_at(grid, m, budget) for m in b_means])
+            b_boot = stats.queries_to_reach_batch(grid, b_means, b_targets)
+            s_boot = stats.queries_to_reach_batch(grid, stats.bootstrap_mean_rows(matrix, reps, rng), b_targets)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratios = s_boot / b_boot
+            rows.append({"algorithm": algorithm, "task": task, "metric": metric, "strategy": strategy, "target": target,
+                         "budget": budget, "queries": q, **dict(zip(("ci_low", "ci_high"), stats.percentile_interval(q_boot))),
+                         "baseline_queries": base_q, "ratio": q / base_q if base_q > 0 else float("nan"),
+                         **dict(zip(("ratio_low", "ratio_high"), stats.percentile_interval(ratios))), "n_runs": len(curves)})
+    return pd.DataFrame(rows, columns=["algorithm", "task", "metric", "strategy", "target", "budget", "queries", "ci_low", "ci_high",
+                                       "baseline_queries", "ratio", "ratio_low", "ratio_high", "n_runs"])
+
+
+def auc_table(metrics: pd.DataFrame, metric: str, reps: int = stats.DEFAULT_REPS, seed: int = 0) -> pd.DataFrame:
+    """Normalised area under each run's curve up to the common budget; mean and CI over runs."""
+    rows = []
+    for (algorithm, task), by_strategy in panel_curves(metrics, metric).items():
+        budget = common_budget(by_strategy)
+        for strategy, curves in by_strategy.items():
+            est = stats.bootstrap_ci([stats.auc(*c.xy, budget=budget) for c in curves], reps=reps, seed=seed)
+            rows.append({"algorithm": algorithm, "task": task, "metric": metric, "strategy": strategy, "budget": budget,
+                         "auc": est.point, "ci_low": est.low, "ci_high": est.high, "n_runs": len(curves)})
+    return pd.DataFrame(rows, columns=["algorithm", "task", "metric", "strategy", "budget", "auc", "ci_low", "ci_high", "n_runs"])
+
+
+def score_matrices(metrics: pd.DataFrame, metric: str) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """{(algorithm, reward): {strategy: (runs x prompt sets) final values}} for the robust statistics."""
+    panels = panel_curves(metrics, metric)
+    rewards = metrics.drop_duplicates("task").set_index("task")["reward"].to_dict()
+    grouped: dict[tuple[str, str], dict[str, list[list[float]]]] = {}
+    for (algorithm, task), by_strategy in panels.items():
+        budget = common_budget(by_strategy)
+        for strategy, curves in by_strategy.items():
+            column = [float(stats.value_at(*c.xy, budget)) for c in curves]
+            grouped.setdefault((algorithm, rewards[task]), {}).setdefault(strategy, []).append(column)
+    out = {}
+    for key, by_strategy in grouped.items():
+        out[key] = {}
+        for strategy, columns in by_strategy.items():
+            n = min(len(c) for c in columns)
+            out[key][strategy] = np.array([c[:n] for c in columns], dtype=float).T
+    return out
+
+
+def robust_table(metrics: pd.DataFrame, metric: str, reps: int = stats.DEFAULT_REPS, seed: int = 0) -> pd.DataFrame:
+    """IQM of final values (stratified bootstrap CI) and P(strategy > baseline) per algorithm x reward."""
+    rows = []
+    for (algorithm, reward), by_strategy in score_matrices(metrics, metric).items():
+        base = by_strategy.get(BASELINE)
+        for strategy, scores in by_strategy.items():
+            est = stats.iqm_ci(scores, reps=reps, seed=seed)
+            if base is not None and base.shape[1] == scores.shape[1]:
+                poi = stats.probability_of_improvement_ci(scores, base, reps=reps, seed=seed)
+            else:
+                poi = stats.Estimate(float("nan"), float("nan"), float("nan"))
+            rows.append({"algorithm": algorithm, "reward": reward, "metric": metric, "strategy": strategy,
+                         "iqm": est.point, "iqm_low": est.low, "iqm_high": est.high,
+                         "poi": poi.point, "poi_low": poi.low, "poi_high": poi.high,
+                         "n_runs": scores.shape[0], "n_tasks": scores.shape[1]})
+    return pd.DataFrame(rows, columns=["algorithm", "reward", "metric", "strategy", "iqm", "iqm_low", "iqm_high",
+                                       "poi", "poi_low", "poi_high", "n_runs", "n_tasks"])
+
+
+def ablation_table(budgets: pd.DataFrame) -> pd.DataFrame:
+    """Final value (largest budget of each panel) per strategy x algorithm: the ablation table."""
+    if budgets.empty:
+        return budgets.assign(budget=[])
+    final = budgets[budgets["budget"] == budgets.groupby(["algorithm", "task", "metric"])["budget"].transform("max")]
+    return final.reset_index(drop=True)
+
+
+def build_tables(metrics: pd.DataFrame, budgets: list[float] | None = None, reps: int = stats.DEFAULT_REPS, seed: int = 0,
+                 table_metrics=TABLE_METRICS) -> Tables:
+    """Every table for every available metric of ``table_metrics``; the first available is primary."""
+    present = [m for m in table_metrics if m in set(metrics["metric"])]
+    parts = {name: [] for name in ("budgets", "efficiency", "auc", "robust")}
+    for metric in present:
+        parts["budgets"].append(budget_table(metrics, metric, budgets, reps, seed))
+        parts["efficiency"].append(efficiency_table(metrics, metric, reps, seed))
+        parts["auc"].append(auc_table(metrics, metric, reps, seed))
+        parts["robust"].append(robust_table(metrics, metric, reps, seed))
+    empty = {"budgets": budget_table, "efficiency": efficiency_table, "auc": auc_table, "robust": robust_table}
+    frames = {k: pd.concat(v, ignore_index=True) if v else empty[k](metrics.iloc[:0], "none") for k, v in parts.items()}
+    task_rewards = metrics.drop_duplicates("task").set_index("task")["reward"].to_dict()
+    return Tables(**frames, ablation=ablation_table(frames["budgets"]), primary=present[0] if present else "", metrics=present,
+                  task_rewards=task_rewards)
+
+
+# -- formatting ----------------------------------------------------------------------------------
+def decimals(values) -> int:
+    """Decimals giving about three significant digits for the largest magnitude in a column."""
+    finite = [abs(v) for v in values if v is not None and np.isfinite(v)]
+    top = max(finite, default=0.0)
+    return 3 if top == 0 else int(min(6, max(0, 2 - math.floor(math.log10(top)))))
+
+
+def fmt(value: float, digits: int, inf: str = "not reached") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if np.isinf(value):
+        return inf if value > 0 else "-" + inf
+    return f"{value:,.{digits}f}"
+
+
+def fmt_ci(point: float, low: float, high: float, digits: int, inf: str = "not reached") -> str:
+    text = fmt(point, digits, inf)
+    if text == "–" or low is None or (isinstance(low, float) and math.isnan(low)):
+        return text
+    return f"{text} [{fmt(low, digits, '∞')}, {fmt(high, digits, '∞')}]"
+
+
+def _row_label(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["Algorithm"] = df["algorithm"].map(algorithm_label)
+    df["Strategy"] = df["strategy"].map(strategy_label)
+    return df
+
+
+def summary_table(tables: Tables, metric: str | None = None) -> pd.DataFrame:
+    """One row per algorithm x task x strategy: the headline numbers for ``metric`` (default primary)."""
+    metric = metric or tables.primary
+    cols = ["Algorithm", "Task", "Strategy", "Final", "AUC", "Queries to baseline", "Ratio", "IQM", "P(>baseline)"]
+    if not metric:
+        return pd.DataFrame(columns=cols)
+    final = tables.ablation[tables.ablation["metric"] == metric]
+    auc = tables.auc[tables.auc["metric"] == metric].set_index(["algorithm", "task", "strategy"])
+    eff = tables.efficiency[tables.efficiency["metric"] == metric].set_index(["algorithm", "task", "strategy"])
+    rob = tables.robust[tables.robust["metric"] == metric].set_index(["algorithm", "reward", "strategy"])
+    d_val = decimals(final["mean"])
+    d_q = 0
+    rows = []
+    for _, r in final.iterrows():
+        key = (r["algorithm"], r["task"], r["strategy"])
+        a = auc.loc[key] if key in auc.index else None
+        e = eff.loc[key] if key in eff.index else None
+        rkey = (r["algorithm"], tables.task_rewards.get(r["task"], r["task"]), r["strategy"])
+        b = rob.loc[rkey] if rkey in rob.index else None
+        rows.append({
+            "Algorithm": algorithm_label(r["algorithm"]), "Task": r["task"], "Strategy": strategy_label(r["strategy"]),
+            "Final": fmt_ci(r["mean"], r["ci_low"], r["ci_high"], d_val),
+            "AUC": "–" if a is None else fmt_ci(a["auc"], a["ci_low"], a["ci_high"], d_val),
+            "Queries to baseline": "–" if e is None else fmt(e["queries"], d_q),
+            "Ratio": "–" if e is None else fmt(e["ratio"], 2, "∞"),
+            "IQM": "–" if b is None else fmt(b["iqm"], d_val),
+            "P(>baseline)": "–" if b is None or r["strategy"] == BASELINE else fmt(b["poi"], 2),
+        })
+    return pd.DataFrame(rows, columns=cols)
+
+
+def display_blocks(tables: Tables) -> list[tuple[str, str, pd.DataFrame]]:
+    """(key, title, formatted table) blocks for the page and LaTeX, primary metric first."""
+    blocks = []
+    for metric in sorted(tables.metrics, key=lambda m: m != tables.primary):
+        b = tables.budgets[tables.budgets["metric"] == metric]
+        if not b.empty:
+            d = decimals(b["mean"])
+            b = _row_label(b).assign(cell=[fmt_ci(m, lo, hi, d) for m, lo, hi in zip(b["mean"], b["ci_low"], b["ci_high"])])
+            b["Budget"] = b["budget"].map(lambda x: f"{x:,.0f} queries")
+            wide = b.pivot_table(index=["Algorithm", "task", "Strategy"], columns="Budget", values="cell", aggfunc="first", sort=False)
+            order = [f"{x:,.0f} queries" for x in sorted(b["budget"].unique())]
+            wide = wide.reindex(columns=[c for c in order if c in wide.columns]).reset_index().rename(columns={"task": "Task"})
+            blocks.append((f"budgets_{metric}", f"{metric}: mean at equal reward-query budgets [95% CI over seeds]", wide))
+        e = tables.efficiency[tables.efficiency["metric"] == metric]
+        if not e.empty:
+            e = _row_label(e)
+            out = pd.DataFrame({
+                "Algorithm": e["Algorithm"], "Task": e["task"], "Strategy": e["Strategy"],
+                "Baseline final": [fmt(v, decimals(e["target"])) for v in e["target"]],
+                "Queries to reach it": [fmt_ci(q, lo, hi, 0) for q, lo, hi in zip(e["queries"], e["ci_low"], e["ci_high"])],
+                "Ratio to baseline": [fmt_ci(q, lo, hi, 2, "∞") for q, lo, hi in zip(e["ratio"], e["ratio_low"], e["ratio_high"])],
+            })
+            blocks.append((f"efficiency_{metric}", f"{metric}: reward queries to reach the baseline's final value (ratio < 1: fewer)", out))
+        a = tables.auc[tables.auc["metric"] == metric]
+        if not a.empty:
+            d = decimals(a["auc"])
+            a = _row_label(a)
+            out = pd.DataFrame({"Algorithm": a["Algorithm"], "Task": a["task"], "Strategy": a["Strategy"],
+                                "Queries": [f"{x:,.0f}" for x in a["budget"]],
+                                "AUC (mean over training)": [fmt_ci(m, lo, hi, d) for m, lo, hi in zip(a["auc"], a["ci_low"], a["ci_high"])]})
+            blocks.append((f"auc_{metric}", f"{metric}: area under the curve / query span [95% CI]", out))
+        r = tables.robust[tables.robust["metric"] == metric]
+        if not r.empty:
+            d = decimals(r["iqm"])
+            r = _row_label(r)
+            out = pd.DataFrame({"Algorithm": r["Algorithm"], "Reward": r["reward"], "Strategy": r["Strategy"],
+                                "Runs x tasks": [f"{n} x {t}" for n, t in zip(r["n_runs"], r["n_tasks"])],
+                                "IQM final": [fmt_ci(m, lo, hi, d) for m, lo, hi in zip(r["iqm"], r["iqm_low"], r["iqm_high"])],
+                                "P(> baseline)": [("–" if s == BASELINE else fmt_ci(m, lo, hi, 2)) for s, m, lo, hi in
+                                                  zip(r["strategy"], r["poi"], r["poi_low"], r["poi_high"])]})
+            blocks.append((f"robust_{metric}", f"{metric}: interquartile mean of final values (stratified bootstrap CI) and probability of improvement", out))
+        blocks += ablation_blocks(tables, metric)
+    return blocks
+
+
+def ablation_blocks(tables: Tables, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
+    """Strategy rows x algorithm columns per task: the paper's ablation table."""
+    ab = tables.ablation[tables.ablation["metric"] == metric]
+    blocks = []
+    for task in sorted(ab["task"].unique()):
+        t = ab[ab["task"] == task]
+        d = decimals(t["mean"])
+        cells = {}
+        for _, r in t.iterrows():
+            cells.setdefault(strategy_label(r["strategy"]), {})[algorithm_label(r["algorithm"])] = fmt_ci(r["mean"], r["ci_low"], r["ci_high"], d)
+        algorithms = [algorithm_label(a) for a in ordered(t["algorithm"].unique(), ALGORITHM_ORDER)]
+        strategies = [strategy_label(s) for s in ordered(t["strategy"].unique(), STRATEGY_ORDER)]
+        wide = pd.DataFrame([{"Strategy": s, **{a: cells.get(s, {}).get(a, "–") for a in algorithms}} for s in strategies])
+        budgets = ", ".join(f"{algorithm_label(a)} {b:,.0f}" for a, b in t.groupby("algorithm")["budget"].first().items())
+        key = f"ablation_{metric}" + (f"_{_slug(task)}" if ab["task"].nunique() > 1 else "")
+        blocks.append((key, f"Ablation, {metric} ({task}) at the common budget ({budgets} queries) [95% CI]", wide))
+    return blocks
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_")[:40] or "task"
+
+
+# -- writing -------------------------------------------------------------------------------------
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "∞": r"$\infty$",
+                "–": "--", "<": r"\textless{}", ">": r"\textgreater{}", "·": r"$\cdot$"}
+
+
+def tex_escape(text) -> str:
+    return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
+
+
+def latex_table(df: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs ``table`` (needs \\usepackage{booktabs}); every cell is escaped."""
+    spec = "l" * min(3, len(df.columns)) + "r" * max(0, len(df.columns) - 3)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{tex_escape(caption)}}}", rf"\label{{tab:{label}}}",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(tex_escape(c) for c in df.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(tex_escape(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
+    """Raw CSVs (all metrics) and one .tex per display block into ``out_dir/tables``."""
+    folder = Path(out_dir) / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("budgets", "efficiency", "auc", "robust", "ablation"):
+        path = folder / f"{name}.csv"
+        getattr(tables, name).to_csv(path, index=False)
+        written.append(path)
+    summary = summary_table(tables)
+    summary.to_csv(folder / "summary.csv", index=False)
+    written.append(folder / "summary.csv")
+    for key, title, df in display_blocks(tables):
+        path = folder / f"{key}.tex"
+        path.write_text(latex_table(df, title, key.replace("_", "-")))
+        written.append(path)
+    return written

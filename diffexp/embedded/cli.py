@@ -1,0 +1,91 @@
+"""``diffexp embedded ...``: train, evaluate and ship the embedded world's models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import fields
+from pathlib import Path
+
+from diffexp.embedded.settings import TrainSettings
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def add_embedded_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embedded", help="train, evaluate and ship the embedded world's models")
+    actions = p.add_subparsers(dest="action", required=True)
+
+    train = actions.add_parser("train", help="train VAE, generator, alignment CLIP and aesthetic predictor (resumable)")
+    for f in fields(TrainSettings):
+        train.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f"(default {f.default})")
+    train.add_argument("--stages", nargs="*", help="only these stages (vae latents generator reward_clip aesthetic)")
+    train.set_defaults(func=_train)
+
+    evaluate = actions.add_parser("evaluate", help="measure prompt following, DiffExp's premises and the rewards (model-card figures)")
+    evaluate.add_argument("--pipeline", default=None, help="generator folder (default: the shipped one)")
+    evaluate.add_argument("--per-prompt", type=int, default=4)
+    evaluate.add_argument("--out", type=Path, help="write the figures as JSON here")
+    evaluate.set_defaults(func=_evaluate)
+
+    ship = actions.add_parser("ship", help="copy trained models from a work dir into the package (fp16 safetensors)")
+    ship.add_argument("--work-dir", default=TrainSettings.work_dir)
+    ship.set_defaults(func=_ship)
+
+
+def _train(args) -> int:
+    from diffexp.embedded.training import train
+
+    settings = TrainSettings(**{f.name: getattr(args, f.name) for f in fields(TrainSettings)})
+    train(settings, only=args.stages)
+    return 0
+
+
+def _evaluate(args) -> int:
+    import torch
+
+    from diffexp.embedded import evaluation
+    from diffexp.embedded.pipeline import load_world_pipeline
+    from diffexp.embedded.rewards import WorldAestheticReward, WorldAlignmentReward
+
+    pipe = load_world_pipeline(path=args.pipeline)
+    figures: dict = {}
+    figures["prompt_following"] = evaluation.prompt_following(pipe, per_prompt=args.per_prompt)
+    print(json.dumps(figures["prompt_following"], indent=2))
+    figures["cfg_premise"] = evaluation.cfg_premise(pipe, per_prompt=args.per_prompt)
+    print(json.dumps(figures["cfg_premise"], indent=2))
+    figures["phrase_premise"] = evaluation.phrase_premise(pipe, per_prompt=args.per_prompt)
+    print(json.dumps(figures["phrase_premise"], indent=2))
+    figures["alignment_reward"] = evaluation.alignment_vs_ground_truth(pipe, WorldAlignmentReward(), per_prompt=args.per_prompt)
+    print(json.dumps(figures["alignment_reward"], indent=2))
+    figures["aesthetic_reward"] = evaluation.aesthetic_fit(WorldAestheticReward())
+    print(json.dumps(figures["aesthetic_reward"], indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2))
+    del torch
+    return 0
+
+
+def _ship(args) -> int:
+    """Copy the finished stages' models into diffexp/embedded/weights (the generator is fp16 already)."""
+    import torch
+    from transformers import CLIPModel, CLIPVisionModelWithProjection
+
+    work = Path(args.work_dir)
+    for stage in ("generator", "reward_clip", "aesthetic"):
+        if not (work / stage / "DONE").exists():
+            raise FileNotFoundError(f"stage {stage} has not finished in {work}; run `diffexp embedded train` first")
+    WEIGHTS_DIR.mkdir(exist_ok=True)
+    target = WEIGHTS_DIR / "pipeline"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(work / "generator" / "pipeline", target)
+    CLIPModel.from_pretrained(work / "reward_clip" / "model").to(torch.float16).save_pretrained(WEIGHTS_DIR / "reward_clip")
+    tower = CLIPVisionModelWithProjection.from_pretrained(work / "aesthetic" / "model")
+    tower.to(torch.float16).save_pretrained(WEIGHTS_DIR / "aesthetic")
+    shutil.copy(work / "aesthetic" / "model" / "head.safetensors", WEIGHTS_DIR / "aesthetic" / "head.safetensors")
+    for stage in ("vae", "generator", "reward_clip", "aesthetic"):
+        shutil.copy(work / stage / "DONE", WEIGHTS_DIR / f"{stage}_training.json")
+    size = sum(f.stat().st_size for f in WEIGHTS_DIR.rglob("*") if f.is_file())
+    print(f"shipped to {WEIGHTS_DIR} ({size / 2**20:.1f} MiB)")
+    return 0

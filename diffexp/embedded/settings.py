@@ -1,0 +1,26 @@
+"""Budgets of the embedded world's training stages (a light module: the CLI reads it for --help)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainSettings:
+    """Budgets of each stage (defaults: the shipped model's run)."""
+
+    work_dir: str = "runs/embedded-train"
+    seed: int = 0
+    composition_fraction: float = 0.2  # compositions are rarer, like "a dolphin riding a bike" on the web
+    vae_steps: int = 1500
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-4
+    dataset_size: int = 80_000  # images pre-encoded to latents for the generator stage
+    gen_steps: int = 4000
+    gen_batch: int = 64
+    gen_lr: float = 5e-4
+    caption_dropout: float = 0.1  # empty caption -> the unconditional branch CFG needs
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    threads: int = 2
