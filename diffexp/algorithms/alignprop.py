@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from diffexp.algorithms.base import RewardFinetuningModule
+from diffexp.algorithms.base import PhaseClock, RewardFinetuningModule
 from diffexp.algorithms.config import ModelConfig, PromptConfig, RewardConfig, RunConfig, SampleConfig, _Strict
 from diffexp.algorithms.losses import reward_loss
 from diffexp.exploration import ExplorationConfig
@@ -114,26 +114,32 @@ class AlignProp(RewardFinetuningModule):
         opt = self.optimizers()
         rewards_all, prompts_all, k_used, grad_norms = [], [], [], []
         images_all = []
+        clock = PhaseClock()
         for i in range(s.num_batches_per_epoch):
             plan = self.strategy.plan(self.draw_prompts(s.batch_size), s.num_steps, self.sample_generator)
             mask = truncation_mask(t.truncation, s.batch_size, s.num_steps, self.sample_generator)
             with self.no_sync():
-                traj = self.sampler.sample(plan, self.sample_generator, grad_steps=mask)
-                rewards = self.score(traj.images, plan.prompts, step=f"batch {i}")
+                with clock("time_sampling"):
+                    traj = self.sampler.sample(plan, self.sample_generator, grad_steps=mask)
+                with clock("time_reward"):
+                    rewards = self.score(traj.images, plan.prompts, step=f"batch {i}")
                 loss = reward_loss(rewards, t.reward_coefficient)
                 self.check_finite(loss, f"batch {i}")
-                self.manual_backward(loss / t.gradient_accumulation_steps)
+                with clock("time_update"):
+                    self.manual_backward(loss / t.gradient_accumulation_steps)
             if (i + 1) % t.gradient_accumulation_steps == 0:
-                self.sync_gradients()
-                grad_norms.append(torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm).item())
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                with clock("time_update"):
+                    self.sync_gradients()
+                    grad_norms.append(torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm).item())
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
             rewards_all.append(rewards.detach())
             prompts_all += plan.prompts
             images_all.append(traj.images.detach())
             k_used.append(mask.sum(1).float().mean().item())
         rewards = torch.cat(rewards_all)
         metrics = self.reward_metrics(self.gather(rewards.to(self.device)).cpu(), prompts_all, torch.cat(images_all))
+        metrics.update(clock.times)
         metrics.update(loss=-t.reward_coefficient * rewards.mean().item(), grad_norm=float(np.mean(grad_norms)), truncation_k_mean=float(np.mean(k_used)))
         epoch = self.current_epoch + 1
         if epoch % self.config.run.eval_every == 0 or epoch == self.config.run.num_epochs:

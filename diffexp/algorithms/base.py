@@ -85,6 +85,10 @@ class RewardFinetuningModule(L.LightningModule):
         self.eval_prompts = resolve_prompts(config.prompts, evaluation=True)[: config.run.eval_num_prompts]
         self.sample_generator = torch.Generator()
         self.evaluators: list = []  # callables (images, prompts) -> dict of extra eval metrics
+        if config.prompts.set.startswith("embedded_"):  # the world's ground truth exposes reward hacking
+            from diffexp.embedded.evaluation import ground_truth_metrics
+
+            self.evaluators.append(ground_truth_metrics)
 
     # -- set-up ----------------------------------------------------------------------------
     def make_sampler(self) -> TrajectorySampler:

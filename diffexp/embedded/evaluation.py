@@ -107,3 +107,8 @@ def aesthetic_fit(reward, n: int = 2000, seed: int = 4321) -> dict[str, float]:
         pred = reward(images, [""] * n)
     r2 = 1 - ((pred - target) ** 2).sum() / ((target - target.mean()) ** 2).sum()
     return {"heldout_r2": float(r2), "n": n}
+
+
+def ground_truth_metrics(images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+    """Held-out evaluation hook for training runs: ground-truth accuracy next to the learned reward."""
+    return {"eval_gt_accuracy": float(evaluate(images, prompts).mean())}
