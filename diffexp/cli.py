@@ -155,8 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_demo(sub)
     _add_train(sub)
+    from benchmark.harness.cli import add_sweep_command
+    from benchmark.reporting.cli import add_report_command
     from diffexp.embedded.cli import add_embedded_command
 
+    add_sweep_command(sub)
+    add_report_command(sub)
     add_embedded_command(sub)
     return parser
 

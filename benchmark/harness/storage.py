@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -93,7 +94,7 @@ def parse_storage_url(url: str | None, run_dir: str | Path, create_dirs: bool = 
 
     try:
         parsed = make_url(url)
-    except ArgumentError as err:
+    except (ArgumentError, ValueError) as err:
         raise StorageError(f"storage {redact(url)} is not a valid SQLAlchemy URL: {err}") from None
     if parsed.drivername.startswith("redis"):
         raise StorageError(f"storage {redact(url)}: Redis journal storage is not supported by the harness; use journal:<file> or a database URL")
@@ -152,6 +153,8 @@ def open_storage(spec: StorageSpec, heartbeat_interval: int, grace_period: int,
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
-        return optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # connection refused, bad credentials, ...
         raise StorageError(f"storage {spec.display}: cannot open: {type(err).__name__}: {str(err).splitlines()[0]}") from None

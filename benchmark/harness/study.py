@@ -281,13 +281,13 @@ def queries_per_epoch(config) -> int:
     return config.sample.batch_size * config.sample.num_batches_per_epoch * config.run.devices
 
 
-def _format_spec_error(err: ValidationError, source: str) -> str:
+def _format_spec_error(err: ValidationError, source: str, prefix: str = "") -> str:
     lines = [f"invalid study file {source}:"]
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
         # pydantic adds union-member names to the location ("list[any]", "function-after[...]")
         loc = [p for p in loc if not re.match(r"^(list|dict|str|function-\w+|union)\b", p)]
-        lines.append(f"  {'.'.join(loc) or '(top level)'}: {e['msg']}")
+        lines.append(f"  {'.'.join([prefix] * bool(prefix) + loc) or '(top level)'}: {e['msg']}")
     return "\n".join(lines)
 
 
@@ -359,12 +359,12 @@ class Study:
                 body = body or {}
                 if not isinstance(body, dict):
                     raise self._error(f"{where}.{name}", f"a variant is a mapping of overrides (or base/overrides), got {body!r}")
-                if not set(body) <= {"base", "overrides"}:
+                if not ({"base", "overrides"} & set(body)):  # a bare mapping of overrides
                     body = {"overrides": body}
                 try:
                     variant = Variant(**body)
                 except ValidationError as err:
-                    raise StudyError(_format_spec_error(err, f"{self.source} ({where}.{name})")) from None
+                    raise StudyError(_format_spec_error(err, self.source, f"{where}.{name}")) from None
                 self._check_overrides(variant.overrides, f"{where}.{name}")
                 base = self._resolve_base(variant.base, f"{where}.{name}.base") if variant.base is not None else None
                 variants[str(name)] = (base, variant.overrides)
@@ -492,7 +492,8 @@ class Study:
         try:
             config = load_config(base_path, overrides)
         except ConfigError as err:
-            raise StudyError(f"trial {trial.key} ({trial.label()}) in {self.source}: {err}") from None
+            text = str(err).replace("invalid config (defaults):", "invalid run config:")
+            raise StudyError(f"trial {trial.key} ({trial.label()}) in {self.source}: {text}") from None
         self._check_registered(config, trial)
         return config
 

@@ -92,6 +92,7 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*RetryFailedTrialCallback.*")
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def open_study(ctx: SweepContext):
@@ -408,7 +409,9 @@ class Worker:
                         "optuna.storage": self.ctx.storage.display, "worker": self.name}
                 run_id = self.tracker.start_trial(key, tags, params, config)
                 config.run.mlflow_run_id = run_id
-                for name, value in {**info, "mlflow_run_id": run_id, "run_dir": str(trial_dir), "worker": self.name}.items():
+                attrs = {**info, "mlflow_run_id": run_id, "run_dir": str(trial_dir), "worker": self.name,
+                         "host": socket.gethostname(), "pid": os.getpid()}
+                for name, value in attrs.items():
                     trial.set_user_attr(f"diffexp:{name}", value)
                 retry_of = frozen.system_attrs.get("failed_trial")
                 self.log(f"trial #{trial.number} {key}: start ({tspec.label()})" + (f", retry of #{retry_of}" if retry_of is not None else ""))

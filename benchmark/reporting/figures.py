@@ -95,6 +95,7 @@ def _facet(data: pd.DataFrame, row: str, col: str, ylabel: str):
     grid.set_titles("{col_name} · {row_name}")
     for ax in grid.axes.flat:
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+    grid.tight_layout()  # keeps axis labels inside the saved image (and leaves room for the legend)
     return grid.figure
 
 

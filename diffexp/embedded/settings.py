@@ -20,6 +20,9 @@ class TrainSettings:
     gen_steps: int = 4000
     gen_batch: int = 64
     gen_lr: float = 5e-4
+    finetune_steps: int = 1000
+    finetune_lr: float = 2e-4
+    finetune_composition_share: float = 0.4  # second phase: compositions shown more often (still a minority)
     caption_dropout: float = 0.1  # empty caption -> the unconditional branch CFG needs
     ema_decay: float = 0.999
     checkpoint_every: int = 250

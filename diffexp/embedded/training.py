@@ -172,28 +172,58 @@ def _token_ids(texts: list[str]) -> torch.Tensor:
 
 def train_generator(settings: TrainSettings) -> Path:
     """Latent diffusion training of UNet + text encoder (jointly), with caption dropout and EMA."""
-    ckpt = StageCheckpoint(Path(settings.work_dir) / "generator")
+    return _train_denoiser(settings, "generator", settings.gen_steps, settings.gen_lr, composition_share=None)
+
+
+def finetune_generator(settings: TrainSettings) -> Path:
+    """A short second phase that shows compositions more often (``finetune_composition_share``),
+    continuing from the first phase's weights and EMA: after it the base model still fails most
+    compositions, as SD fails "a dolphin riding a bike", but not all of them."""
+    return _train_denoiser(settings, "generator_finetune", settings.finetune_steps, settings.finetune_lr,
+                           composition_share=settings.finetune_composition_share, init_stage="generator")
+
+
+def _is_composition(caption: str) -> bool:
+    return any(f" {r} " in caption for r in ("above", "below", "left of", "right of"))
+
+
+def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
+                    composition_share: float | None, init_stage: str | None = None) -> Path:
+    ckpt = StageCheckpoint(Path(settings.work_dir) / stage)
     if ckpt.done:
         return ckpt.dir
     data_dir = Path(settings.work_dir) / "latents"
     latents = load_file(str(data_dir / "latents.safetensors"))
     captions = json.loads((data_dir / "captions.json").read_text())
     scaling = json.loads((data_dir / "DONE").read_text())["scaling_factor"]
+    is_comp = torch.tensor([_is_composition(c) for c in captions])
+    pools = (torch.nonzero(~is_comp).flatten(), torch.nonzero(is_comp).flatten())
     torch.manual_seed(settings.seed)
     unet, text_encoder = architecture.unet(), architecture.text_encoder()
     noise_sched = architecture.scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=settings.gen_lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings.gen_steps))
+    modules = {"unet": unet, "text_encoder": text_encoder}
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
     ema = EMAModel(params, decay=settings.ema_decay)
     ema_holder = _TensorHolder(ema.shadow_params)
-    start, _ = ckpt.load({"unet": unet, "text_encoder": text_encoder, "ema": ema_holder}, opt, sched)
-    ema.optimization_step = start
+    modules["ema"] = ema_holder
+    if init_stage is not None and not (ckpt.dir / "state.pt").exists():
+        tensors = load_file(str(Path(settings.work_dir) / init_stage / "weights.safetensors"))
+        for name, module in modules.items():
+            module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
+    start, _ = ckpt.load(modules, opt, sched)
+    ema.optimization_step = start if init_stage is None else start + settings.gen_steps
     alphas = noise_sched.alphas_cumprod
-    bar = tqdm(range(start, settings.gen_steps), initial=start, total=settings.gen_steps, desc="generator", dynamic_ncols=True)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=stage, dynamic_ncols=True)
     for step in bar:
-        g = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
-        idx = torch.randint(0, len(captions), (settings.gen_batch,), generator=g)
+        g = torch.Generator().manual_seed(settings.seed * 1_000_003 + step + (0 if init_stage is None else 7_777_777))
+        if composition_share is None:
+            idx = torch.randint(0, len(captions), (settings.gen_batch,), generator=g)
+        else:
+            comp = torch.rand(settings.gen_batch, generator=g) < composition_share
+            pick = [pools[int(c)][torch.randint(len(pools[int(c)]), (1,), generator=g)] for c in comp]
+            idx = torch.cat(pick)
         z0 = (latents["mean"][idx].float() + latents["std"][idx].float() * torch.randn(settings.gen_batch, 4, 8, 8, generator=g)) * scaling
         texts = ["" if torch.rand(1, generator=g).item() < settings.caption_dropout else captions[i] for i in idx.tolist()]
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (settings.gen_batch,), generator=g)
@@ -210,11 +240,11 @@ def train_generator(settings: TrainSettings) -> Path:
         ema.step(params)
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
         if (step + 1) % settings.checkpoint_every == 0:
-            ckpt.save(step + 1, {"unet": unet, "text_encoder": text_encoder, "ema": ema_holder}, opt, sched)
-    ckpt.save(settings.gen_steps, {"unet": unet, "text_encoder": text_encoder, "ema": ema_holder}, opt, sched)
+            ckpt.save(step + 1, modules, opt, sched)
+    ckpt.save(steps, modules, opt, sched)
     ema.copy_to(params)  # ship the EMA weights
     save_world_pipeline(settings, unet, text_encoder, ckpt.dir / "pipeline", scaling)
-    ckpt.mark_done({"steps": settings.gen_steps})
+    ckpt.mark_done({"steps": steps, "composition_share": composition_share})
     return ckpt.dir
 
 
@@ -254,6 +284,7 @@ def stages() -> dict:
         "vae": train_vae,
         "latents": encode_dataset,
         "generator": train_generator,
+        "generator_finetune": finetune_generator,
         "reward_clip": train_reward_clip,
         "aesthetic": train_aesthetic,
     }
@@ -280,7 +311,8 @@ def export_generator_checkpoint(settings: TrainSettings, out: Path, use_ema: boo
     inspect a run that is still training."""
     data_dir = Path(settings.work_dir) / "latents"
     scaling = json.loads((data_dir / "DONE").read_text())["scaling_factor"]
-    tensors = load_file(str(Path(settings.work_dir) / "generator" / "weights.safetensors"))
+    stage = "generator_finetune" if (Path(settings.work_dir) / "generator_finetune" / "state.pt").exists() else "generator"
+    tensors = load_file(str(Path(settings.work_dir) / stage / "weights.safetensors"))
     unet, text_encoder = architecture.unet(), architecture.text_encoder()
     for name, module in (("unet", unet), ("text_encoder", text_encoder)):
         module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})

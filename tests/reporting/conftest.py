@@ -149,6 +149,12 @@ def mlflow_study(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def hand_curves():
+    """({(strategy, seed): values}, steps) of the hand-computed set."""
+    return HAND_CURVES, HAND_STEPS
+
+
+@pytest.fixture(scope="session")
 def study_report(mlflow_study, tmp_path_factory):
     """The report of the ``study`` experiment, built once (fewer bootstrap resamples: speed)."""
     from benchmark.reporting.report import build_report

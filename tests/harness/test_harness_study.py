@@ -1,0 +1,224 @@
+"""Study files: parsing, validation errors that name the field, trial expansion, dry runs."""
+
+import io
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from benchmark.harness.cli import add_sweep_command, dry_run
+from benchmark.harness.study import StudyError, cell_key, config_hash, describe, load_study, study_from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_GRID = ROOT / "experiments" / "ablations" / "tiny_grid.yaml"
+
+
+def tiny(**changes) -> dict:
+    data = yaml.safe_load(TINY_GRID.read_text())
+    data.update(changes)
+    return data
+
+
+def test_tiny_grid_cells():
+    study = load_study(TINY_GRID)
+    assert study.kind == "grid"
+    cells = study.cells()
+    assert [c.params for c in cells] == [
+        {"exploration.strategy": s, "run.seed": n} for s in ("baseline", "cfg") for n in (0, 1)
+    ]
+    assert len({c.key for c in cells}) == 4 and all(c.key.startswith(f"{c.params['exploration.strategy']}_") for c in cells)
+    assert cells[0].key == cell_key(cells[0].params)  # stable: derived from the values only
+    configs = [study.build_config(c) for c in cells]
+    assert [(c.exploration.strategy, c.run.seed) for c in configs] == [("baseline", 0), ("baseline", 1), ("cfg", 0), ("cfg", 1)]
+    assert all(c.model.pretrained == "tiny-sd15" and c.sample.num_steps == 2 for c in configs)
+    assert len({config_hash(c) for c in configs}) == 4
+    tags = describe(configs[2])
+    assert tags["algorithm"] == "ddpo" and tags["strategy"] == "cfg" and tags["seed"] == "0"
+    assert tags["reward"] == "brightness" and tags["prompt_set"] == "list(2)"
+
+
+def test_config_hash_ignores_where_a_run_goes():
+    study = load_study(TINY_GRID)
+    cell = study.cells()[0]
+    a = study.build_config(cell, {"run.output_dir": "/x", "run.name": "a", "run.mlflow_run_id": "123"})
+    b = study.build_config(cell, {"run.output_dir": "/y", "run.name": "b"})
+    assert config_hash(a) == config_hash(b)
+
+
+def test_named_axis_with_bases_and_section_merging(tmp_path):
+    (tmp_path / "ddpo.yaml").write_text(yaml.safe_dump({"algorithm": "ddpo", "train": {"learning_rate": 1e-4, "batch_size": 2}}))
+    data = tiny(grid={
+        "algorithm": {
+            "ddpo": {"base": "ddpo.yaml", "overrides": {"train": {"gradient_accumulation_steps": 1}}},
+            "alignprop": {"algorithm": "alignprop", "train.truncation": {"mode": "fixed", "k": 1}},
+        },
+        "run.seed": [3],
+    })
+    data["base"] = {"model": {"pretrained": "tiny-sd15"}, "sample": {"num_steps": 2, "batch_size": 2, "num_batches_per_epoch": 1},
+                    "prompts": {"set": "list", "prompts": ["a cat"], "eval_options": {}}, "reward": {"name": "brightness"}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    study = load_study(path)
+    ddpo, alignprop = study.cells()
+    c1 = study.build_config(ddpo)
+    assert c1.algorithm == "ddpo" and c1.train.learning_rate == 1e-4 and c1.train.batch_size == 2  # merged, from the variant's base
+    assert c1.train.gradient_accumulation_steps == 1 and c1.run.seed == 3
+    c2 = study.build_config(alignprop)
+    assert c2.algorithm == "alignprop" and c2.model.pretrained == "tiny-sd15" and c2.train.truncation.k == 1
+    assert alignprop.key.startswith("alignprop_3-")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"name": "bad name!"}, "name"),
+        ({"search": {"n_trials": 2, "space": {"run.seed": {"type": "int", "low": 0, "high": 3}}}}, "exactly one of `grid`"),
+        ({"grid": {}}, "at least one axis"),
+        ({"grid": {"run.seed": []}}, "grid.run.seed: give at least one value"),
+        ({"grid": {"prompts.prompts": [["a"], ["b"]]}}, "grid.prompts.prompts: value .* is not a scalar"),
+        ({"grid": {"run.output_dir": ["a", "b"]}}, "grid.run.output_dir: run.output_dir is set by the harness"),
+        ({"overrides": {"run": {"name": "x"}}}, "overrides.run.name: run.name is set by the harness"),
+        ({"grace_period": 1}, "grace_period .* must exceed heartbeat_interval"),
+        ({"base": "missing.yaml"}, "base: run config .*missing.yaml does not exist"),
+        ({"objective": {"direction": "up"}}, "objective.direction"),
+        ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"grid": {"algorithm": {"ddpo": {"base": "a.yaml", "extra": 1, "overrides": {}}}}}, "grid.algorithm.ddpo.extra: Extra inputs"),
+    ],
+)
+def test_study_errors_name_the_field(change, message):
+    with pytest.raises(StudyError, match=message):
+        study_from_dict(tiny(**change), TINY_GRID)
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({"exploration.strategy": ["baseline", "greedy"]}, r"(?s)trial greedy-\w+ \(exploration.strategy=greedy\).*exploration.strategy: .*unknown exploration strategy"),
+        ({"sample.num_stepz": [2]}, "sample.num_stepz: Extra inputs are not permitted"),
+        ({"train.batch_size": [3]}, "multiple of train.batch_size"),
+        ({"reward.name": ["brightness", "shininess"]}, "reward.name: unknown reward 'shininess'"),
+        ({"prompts.set": ["nope"]}, "prompts.set: unknown prompt set 'nope'"),
+    ],
+)
+def test_trial_config_errors_name_trial_and_field(grid, message):
+    study = study_from_dict(tiny(grid=grid), TINY_GRID)
+    with pytest.raises(StudyError, match=message):
+        for cell in study.cells():
+            study.build_config(cell)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(StudyError, match="does not exist"):
+        load_study(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid: [unclosed")
+    with pytest.raises(StudyError, match="not valid YAML"):
+        load_study(bad)
+    bad.write_text("- a list")
+    with pytest.raises(StudyError, match="mapping at the top level"):
+        load_study(bad)
+
+
+SEARCH = {
+    "sampler": "tpe", "n_trials": 4, "seed": 0, "n_startup_trials": 1,
+    "space": {
+        "exploration.cfg.kind": {"type": "categorical", "choices": ["low_then_base", "linear"]},
+        "exploration.cfg.low": {"type": "float_range", "low": 0.5, "high": 4.0, "when": {"exploration.cfg.kind": "low_then_base"}},
+        "exploration.cfg.start": {"type": "float", "low": 0.0, "high": 3.0, "when": {"exploration.cfg.kind": "linear"}},
+        "exploration.phrase.num_phrases": {"type": "int", "low": 1, "high": 3},
+    },
+}
+
+
+def search_study(**space_changes):
+    search = {**SEARCH, "space": {**SEARCH["space"], **space_changes}}
+    data = tiny(search=search)
+    del data["grid"]
+    return study_from_dict(data, TINY_GRID)
+
+
+def test_search_suggestions_build_valid_configs():
+    study = search_study()
+    assert study.kind == "search"
+    opt = optuna.create_study(sampler=study.spec.search.build_sampler(), direction="maximize")
+    kinds = set()
+    for _ in range(8):
+        trial = opt.ask()
+        params = study.suggest(trial)
+        config = study.build_config(study.resolve(params, key=f"t{trial.number:04d}"))
+        kinds.add(config.exploration.cfg.kind)
+        if config.exploration.cfg.kind == "low_then_base":
+            assert "exploration.cfg.start" not in params
+            lo, hi = config.exploration.cfg.low
+            assert 0.5 <= lo <= hi <= 4.0
+        else:
+            assert "exploration.cfg.low[lo]" not in params and 0.0 <= config.exploration.cfg.start <= 3.0
+        assert 1 <= config.exploration.phrase.num_phrases <= 3
+        opt.tell(trial, 0.0)
+    assert kinds == {"low_then_base", "linear"}
+    examples = study.search_examples()
+    assert {p["exploration.cfg.kind"] for p in examples} == {"low_then_base", "linear"}
+    for i, p in enumerate(examples):
+        study.build_config(study.resolve(p, key=f"example-{i}"))
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"exploration.cfg.start": {"type": "float", "low": 3.0, "high": 1.0}}, r"search.space.exploration.cfg.start: .*low \(3.0\) must be < high"),
+        ({"exploration.cfg.kind": {"type": "categorical", "choices": []}}, "search.space.exploration.cfg.kind: .*non-empty"),
+        ({"exploration.cfg.start": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "log scale needs low > 0"),
+        ({"exploration.cfg.start": {"type": "float", "low": 0.0, "high": 1.0, "when": {"later.key": 1}}}, "must be a param listed before"),
+        ({"run.name": {"type": "categorical", "choices": ["a"]}}, "search.space.run.name: run.name is set by the harness"),
+        ({"exploration.cfg.start": {"type": "gaussian", "low": 0.0, "high": 1.0}}, "search.space.exploration.cfg.start.type"),
+    ],
+)
+def test_search_errors_name_the_field(space, message):
+    with pytest.raises(StudyError, match=message):
+        search_study(**space)
+
+
+def test_search_value_error_names_trial_and_field():
+    study = search_study(**{"exploration.cfg.fraction": {"type": "float", "low": 0.5, "high": 1.5}})
+    with pytest.raises(StudyError, match=r"(?s)trial example-\d+ .*exploration.cfg.fraction"):
+        for t in study.trials_for_validation():
+            study.build_config(t)
+
+
+def test_dry_run_prints_every_trial(tmp_path):
+    out = io.StringIO()
+    assert dry_run(TINY_GRID, run_dir=tmp_path / "rd", out=out) == 0
+    text = out.getvalue()
+    assert "study tiny_grid: grid, 4 trials" in text and "ok: 4 trial config(s) valid" in text
+    for cell in load_study(TINY_GRID).cells():
+        assert cell.key in text
+    assert f"sqlite:///{(tmp_path / 'rd').resolve()}/optuna.db" in text
+    assert not (tmp_path / "rd").exists()  # a dry run creates nothing
+
+
+def test_dry_run_shipped_studies():
+    """The embedded ablation (2 algorithms x 4 strategies x 3 seeds) and the TPE search validate."""
+    out = io.StringIO()
+    dry_run(ROOT / "experiments" / "ablations" / "embedded_ablation.yaml", run_dir="/tmp/unused-dry-run", out=out)
+    text = out.getvalue()
+    assert "grid, 24 trials" in text and "ok: 24 trial config(s) valid" in text
+    for algorithm in ("ddpo", "alignprop"):
+        for strategy in ("baseline", "cfg", "phrase", "diffexp"):
+            assert sum(line.startswith(f"{algorithm}_{strategy}_") for line in text.splitlines()) == 3
+    out = io.StringIO()
+    dry_run(ROOT / "experiments" / "searches" / "embedded_cfg_tpe.yaml", run_dir="/tmp/unused-dry-run", out=out)
+    text = out.getvalue()
+    assert "search: tpe sampler" in text and "pruner median" in text and "trial config(s) valid" in text
+    for kind in ("low_then_base", "linear", "random"):
+        assert f"exploration.cfg.kind={kind}" in text
+
+
+def test_sweep_command_parses():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="diffexp")
+    add_sweep_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sweep", "s.yaml", "--dry-run", "--workers", "3", "--storage", "journal:x", "--tracking-uri", "http://h:5000", "--run-dir", "d"])
+    assert args.dry_run and args.workers == 3 and args.storage == "journal:x" and args.tracking_uri == "http://h:5000"
+    assert str(args.run_dir) == "d" and callable(args.func)

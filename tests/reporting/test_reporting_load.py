@@ -1,0 +1,60 @@
+"""MLflow -> tidy tables: tags, fallbacks, artifacts, store resolution."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.reporting.load import ID_COLUMNS, load_study, resolve_source
+
+
+@pytest.fixture(scope="module")
+def study(mlflow_study):
+    return load_study(mlflow_study["root"], experiments=["study"])
+
+
+def test_runs_and_identity_columns(study):
+    runs = study.runs
+    assert len(runs) == 24  # the FAILED run is left out, with a note
+    assert any("FAILED" in n for n in study.notes)
+    assert set(runs["algorithm"]) == {"ddpo", "alignprop"}
+    assert set(runs["strategy"]) == {"baseline", "cfg", "phrase", "diffexp"}
+    assert set(runs["seed"]) == {"0", "1", "2"}
+    assert set(runs["task"]) == {"embedded_alignment"}
+    assert set(runs["git_commit"]) == {"0123456789abcdef"}
+
+
+def test_long_metric_table(study):
+    m = study.metrics
+    assert list(m.columns) == ID_COLUMNS + ["metric", "step", "value"]
+    assert "reward_queries" not in set(m["metric"])  # bookkeeping, it is the x-axis already
+    assert {"reward_mean", "diversity", "eval_reward_mean", "eval_gt_accuracy", "approx_kl"} <= set(m["metric"])
+    one = m[(m["metric"] == "reward_mean") & (m["algorithm"] == "ddpo") & (m["strategy"] == "diffexp") & (m["seed"] == "1")]
+    assert one["step"].tolist() == [32 * k for k in range(1, 11)]
+
+
+def test_artifacts(study):
+    images = study.images
+    assert len(images) == 8 * 4  # seed-0 runs, 4 grids each
+    assert set(images["seed"]) == {"0"}
+    assert len(study.configs) == 24 and all("<script>alert(1)</script>" in c for c in study.configs.values())
+
+
+def test_missing_tags_fall_back(mlflow_study):
+    bare = load_study(mlflow_study["root"], experiments=["bare"])
+    assert list(bare.runs["algorithm"]) == ["unknown", "unknown"]
+    assert sorted(bare.runs["seed"]) == ["0", "1"]  # run index within the group
+    assert len(bare.metrics) == 6
+
+
+def test_resolve_source(mlflow_study, tmp_path):
+    root = mlflow_study["root"]
+    uri, experiments, run_filter, name = resolve_source(root)
+    assert uri == f"sqlite:///{(root / 'mlflow.db').resolve()}" and experiments is None and run_filter is None
+    # a run directory: the store is its parent's, the experiment/run named after it
+    uri, _, run_filter, _ = resolve_source(root / "hand")
+    assert uri.endswith("mlflow.db") and run_filter == "hand"
+    assert len(load_study(root / "hand").runs) == 4  # experiment "hand" exists: all its runs
+    with pytest.raises(FileNotFoundError):
+        resolve_source(tmp_path / "nowhere" / "x")
+    with pytest.raises(ValueError, match="not found"):
+        load_study(root, experiments=["nope"])
