@@ -6,17 +6,26 @@
 * :mod:`.tracking`: one MLflow experiment per study, one run per trial;
 * :mod:`.progress`: done / running / failed / remaining;
 * :mod:`.cli`: ``diffexp sweep`` (:func:`add_sweep_command`).
+
+Names are imported lazily so that ``diffexp --help`` stays instant.
 """
 
-from benchmark.harness.storage import StorageError, parse_storage_url
-from benchmark.harness.study import Study, StudyError, load_study, study_from_dict
+_EXPORTS = {
+    "add_sweep_command": "benchmark.harness.cli",
+    "Study": "benchmark.harness.study",
+    "StudyError": "benchmark.harness.study",
+    "load_study": "benchmark.harness.study",
+    "study_from_dict": "benchmark.harness.study",
+    "StorageError": "benchmark.harness.storage",
+    "parse_storage_url": "benchmark.harness.storage",
+    "run_sweep": "benchmark.harness.worker",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["Study", "StudyError", "StorageError", "add_sweep_command", "load_study", "parse_storage_url", "study_from_dict"]
 
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
 
-def __getattr__(name):  # lazy, so `python -m benchmark.harness.cli` does not import itself twice
-    if name == "add_sweep_command":
-        from benchmark.harness.cli import add_sweep_command
-
-        return add_sweep_command
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(name)

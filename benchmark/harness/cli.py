@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 EPILOG = """\
@@ -29,10 +30,11 @@ def add_sweep_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p = subparsers.add_parser(
         "sweep",
         help="run an ablation grid or a hyper-parameter search from a study file (Optuna + MLflow)",
-        description="Run the trials of a study file (experiments/ablations/*.yaml, experiments/searches/*.yaml): "
-        "a grid (each cell exactly once) or a TPE/random search with pruning. Trials live in an Optuna storage "
-        "(default: SQLite in the run directory), metrics in MLflow (one run per trial). Re-running the command "
-        "resumes the study; workers on other machines join with the same --storage.",
+        description=textwrap.fill(
+            "Run the trials of a study file (experiments/ablations/*.yaml, experiments/searches/*.yaml): "
+            "a grid (each cell exactly once) or a TPE/random search with pruning. Trials live in an Optuna storage "
+            "(default: SQLite in the run directory), metrics in MLflow (one run per trial). Re-running the command "
+            "resumes the study; workers on other machines join with the same --storage. See benchmark/README.md.", 88),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -55,9 +57,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         raise ValueError("--workers must be at least 1")
     if args.dry_run:
         return dry_run(args.study, args.run_dir, args.storage, args.tracking_uri, args.workers)
-    ctx = resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri)
     if args.status:
-        return print_status(ctx)
+        return print_status(resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri, create=False))
+    ctx = resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri)
     return run_sweep(ctx, workers=args.workers or ctx.study.spec.workers, wait_for_running=not args.no_wait)
 
 

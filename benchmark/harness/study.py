@@ -374,7 +374,7 @@ class Study:
     # -- trials -----------------------------------------------------------------------------
     def grid_search_space(self) -> dict[str, list]:
         """Optuna's view of the grid (what GridSampler takes): axis -> values or variant names."""
-        return {axis: (list(v) if kind == "values" else list(v)) for axis, (kind, v) in self._axes.items()}
+        return {axis: list(values) for axis, (_, values) in self._axes.items()}  # a variant axis: its names
 
     def cells(self) -> list[TrialSpec]:
         """Every grid cell, in axis order (the first axis varies slowest)."""
@@ -387,7 +387,7 @@ class Study:
     def resolve(self, params: dict[str, Any], key: str | None = None) -> TrialSpec:
         """The trial for Optuna params (grid axis values, or search suggestions)."""
         base = self._base
-        overrides = flatten(self.spec.overrides, config_class("ddpo"))
+        layers = [self.spec.overrides]
         variant_base_from = None
         plain: dict[str, Any] = {}
         for name, value in params.items():
@@ -400,10 +400,14 @@ class Study:
                     if variant_base_from is not None:
                         raise self._error(f"grid.{name}.{value}.base", f"grid.{variant_base_from} also sets a base config; only one axis may")
                     base, variant_base_from = vbase, f"{name}.{value}"
-                overrides.update(flatten(vover, config_class("ddpo")))
+                layers.append(vover)
             else:
                 plain[name] = value
-        overrides.update(self._search_values(plain) if self.kind == "search" else plain)
+        layers.append(self._search_values(plain) if self.kind == "search" else plain)
+        cls = _config_class_for(base, layers)
+        overrides: dict[str, Any] = {}
+        for layer in layers:
+            overrides.update(flatten(layer, cls))
         return TrialSpec(key=key or cell_key(params), params=dict(params), base=base, overrides=overrides)
 
     def _search_values(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -522,6 +526,25 @@ class Study:
         if self.kind == "grid":
             return self.cells()
         return [self.resolve(p, key=f"example-{i}") for i, p in enumerate(self.search_examples())]
+
+
+def _config_class_for(base, layers: list[dict[str, Any]]):
+    """The config class (DDPO or AlignProp) a trial will have: sections differ between them."""
+    algorithm = None
+    for layer in layers:
+        algorithm = layer.get("algorithm", algorithm)
+    if algorithm is None:
+        if isinstance(base, Path):
+            try:
+                algorithm = (yaml.safe_load(base.read_text()) or {}).get("algorithm")
+            except (OSError, yaml.YAMLError, AttributeError):
+                algorithm = None
+        elif isinstance(base, dict):
+            algorithm = base.get("algorithm")
+    try:
+        return config_class(algorithm or "ddpo")
+    except ConfigError:
+        return config_class("ddpo")  # validation names the bad algorithm later
 
 
 def _condition_holds(when: dict[str, Any], params: dict[str, Any]) -> bool:

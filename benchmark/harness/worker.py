@@ -46,9 +46,6 @@ import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import lightning as L
 
 from benchmark.harness.progress import IGNORED_ATTR, KEY_ATTR, Progress, group_trials, key_state, status_table, study_progress, trial_key_of
 from benchmark.harness.storage import StorageSpec, open_storage, parse_storage_url, redact, retry_callback_class
@@ -124,7 +121,7 @@ def setup_study(ctx: SweepContext, log=print):
     if old is None:
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         study.set_user_attr("diffexp:kind", ctx.study.kind)
-        study.set_user_attr("diffexp:study_file", str(ctx.study.path))
+        study.set_user_attr("diffexp:study_file", str(ctx.study.path.resolve() if ctx.study.path else None))
         study.set_user_attr("diffexp:run_dir", str(ctx.run_dir))
     elif old != fingerprint:
         log(f"note: study {ctx.study.name!r} in {ctx.storage.display} was created from a different version of "
@@ -190,34 +187,35 @@ class Heartbeat:
         self._thread.join(timeout=self.interval + 5)
 
 
-class TrialCallback(L.Callback):
-    """After every epoch: print progress, report the intermediate metric (step = reward queries)
-    to the Optuna trial and prune if the pruner says so; stop if the trial was lost."""
+def trial_callback(worker: "Worker", trial, key: str, heartbeat: Heartbeat, prune: bool):
+    """A Lightning callback that, after every epoch, prints progress, reports the intermediate
+    metric (step = reward queries) to the Optuna trial and prunes if the pruner says so; and
+    stops the run if the trial was lost. (Built lazily: Lightning is imported only to train.)"""
+    import lightning as L
+    import optuna
 
-    def __init__(self, worker: "Worker", trial, key: str, heartbeat: Heartbeat, prune: bool):
-        self.worker, self.trial, self.key, self.heartbeat, self.prune = worker, trial, key, heartbeat, prune
+    class TrialCallback(L.Callback):
+        def on_train_batch_end(self, *args, **kwargs) -> None:
+            if heartbeat.lost:
+                raise TrialLost(f"trial #{trial.number} was declared dead by another worker")
 
-    def on_train_batch_end(self, *args, **kwargs) -> None:
-        if self.heartbeat.lost:
-            raise TrialLost(f"trial #{self.trial.number} was declared dead by another worker")
+        def on_train_epoch_end(self, trainer, module) -> None:
+            metrics = getattr(module, "last_metrics", {}) or {}
+            name = worker.ctx.study.spec.objective.intermediate
+            value = metrics.get(name)
+            step = int(metrics.get("reward_queries", module.reward_queries))
+            shown = f"{name} {value:.4g}" if value is not None else f"{name} -"
+            worker.log(f"trial #{trial.number} {key}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}, "
+                       f"{step} reward queries, {shown}")
+            if heartbeat.lost:
+                raise TrialLost(f"trial #{trial.number} was declared dead by another worker")
+            if value is None or value != value:  # missing or NaN: nothing to report
+                return
+            trial.report(float(value), step)
+            if prune and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at {step} reward queries ({name} {value:.4g})")
 
-    def on_train_epoch_end(self, trainer, module) -> None:
-        import optuna
-
-        metrics = getattr(module, "last_metrics", {}) or {}
-        name = self.worker.ctx.study.spec.objective.intermediate
-        value = metrics.get(name)
-        step = int(metrics.get("reward_queries", module.reward_queries))
-        shown = f"{name} {value:.4g}" if value is not None else f"{name} -"
-        self.worker.log(f"trial #{self.trial.number} {self.key}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}, "
-                        f"{step} reward queries, {shown}")
-        if self.heartbeat.lost:
-            raise TrialLost(f"trial #{self.trial.number} was declared dead by another worker")
-        if value is None or value != value:  # missing or NaN: nothing to report
-            return
-        self.trial.report(float(value), step)
-        if self.prune and self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at {step} reward queries ({name} {value:.4g})")
+    return TrialCallback()
 
 
 def checkpoint_usable(path: Path) -> bool:
@@ -322,10 +320,15 @@ class Worker:
         trial = self.study.ask()
         frozen = self.storage.get_trial(trial._trial_id)
         if "failed_trial" not in frozen.system_attrs:
-            rank = sum(1 for t in originals if t.number < trial.number and t._trial_id != trial._trial_id)
-            if rank >= n_trials:  # another worker took the last slot meanwhile
+            rank = sum(1 for t in self._trials() if t.number < trial.number and "failed_trial" not in t.system_attrs
+                       and not t.system_attrs.get(IGNORED_ATTR))
+            if rank >= n_trials:  # other workers took the last slots meanwhile
                 self._close_ignored(trial._trial_id, "over the search budget")
                 return None
+        reason = self._duplicate_reason(trial._trial_id, trial.number, trial_key_of(frozen))
+        if reason:  # ask() popped a queued retry whose key is already taken care of
+            self._close_ignored(trial._trial_id, reason)
+            return None
         if not frozen.user_attrs.get(KEY_ATTR):
             trial.set_user_attr(KEY_ATTR, trial_key_of(frozen))
         return trial
@@ -344,10 +347,17 @@ class Worker:
         import optuna
         from optuna.trial import TrialState
 
-        if not self.journal:
-            optuna.storages.fail_stale_trials(self.study)
-            return
         grace = self.ctx.study.spec.effective_grace_period
+        if not self.journal:
+            running = [t for t in self._trials() if t.state == TrialState.RUNNING]
+            if not running:
+                return
+            optuna.storages.fail_stale_trials(self.study)  # runs the retry callback on each trial it fails
+            for t in running:
+                after = self.storage.get_trial(t._trial_id)
+                if after.state == TrialState.FAIL and "diffexp:error" not in after.user_attrs:
+                    self.log(f"trial #{t.number} {trial_key_of(t)}: no heartbeat for {grace}s, its worker is presumed dead; re-queued")
+            return
         now = time.time()
         for t in self._trials():
             if t.state != TrialState.RUNNING:
@@ -360,6 +370,7 @@ class Worker:
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
             self.retry(self.study, copy.deepcopy(self.storage.get_trial(t._trial_id)))
+            self.log(f"trial #{t.number} {trial_key_of(t)}: no heartbeat for {grace}s, its worker is presumed dead; re-queued")
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, max_trials: int | None = None) -> int:
@@ -450,7 +461,7 @@ class Worker:
             trial.set_user_attr("diffexp:resumed_from", str(last))
             self.log(f"trial #{trial.number} {key}: resuming from {last}")
         prune = self.ctx.study.kind == "search" and spec.search.pruner.kind != "none"
-        module = run(config, resume=True, extra_callbacks=[TrialCallback(self, trial, key, heartbeat, prune)])
+        module = run(config, resume=True, extra_callbacks=[trial_callback(self, trial, key, heartbeat, prune)])
         if heartbeat.lost:
             raise TrialLost(f"trial #{trial.number} was declared dead by another worker")
         metrics = dict(getattr(module, "last_metrics", None) or {})
@@ -514,7 +525,7 @@ def best_trial_line(study, direction: str) -> str | None:
 
 
 def worker_command(ctx: SweepContext, name: str) -> list[str]:
-    return [sys.executable, "-m", "benchmark.harness.worker", str(ctx.study.path), "--run-dir", str(ctx.run_dir),
+    return [sys.executable, "-m", "benchmark.harness.worker", str(ctx.study.path.resolve()), "--run-dir", str(ctx.run_dir),
             "--storage", ctx.storage.url, "--tracking-uri", ctx.tracking_uri, "--name", name]
 
 
@@ -531,9 +542,20 @@ def run_sweep(ctx: SweepContext, workers: int = 1, log=print, wait_for_running: 
     study's progress and best trial. Returns 0 when every trial is done, 1 otherwise."""
     log(f"study {ctx.study.name} ({ctx.study.kind}, {ctx.total} trials) | run dir {ctx.run_dir}")
     log(f"storage {ctx.storage.display} | MLflow {redact(ctx.tracking_uri)} | {workers} worker(s)")
+    if ctx.storage.path is None and ctx.tracking_uri.startswith("sqlite:"):
+        log("note: the study is shared but MLflow tracking is local to this machine; pass --tracking-uri "
+            "(an MLflow server) so that every machine's runs land in one experiment")
     study = setup_study(ctx, log=log)
     if workers == 1:
-        Worker(ctx, name="w0", wait_for_running=wait_for_running).run()
+        try:
+            previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        except ValueError:  # not the main thread
+            previous = None
+        try:
+            Worker(ctx, name="w0", wait_for_running=wait_for_running).run()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     else:
         if ctx.study.path is None:
             raise ValueError("several workers need a study file (they re-read it)")
@@ -562,7 +584,17 @@ def run_sweep(ctx: SweepContext, workers: int = 1, log=print, wait_for_running: 
 
 
 def print_status(ctx: SweepContext, log=print) -> int:
-    study, _, _ = open_study(ctx)
+    import optuna
+
+    _quiet_optuna()
+    missing = ValueError(f"no study {ctx.study.name!r} in {ctx.storage.display} yet: run `diffexp sweep {ctx.study.source}` first")
+    if ctx.storage.path is not None and not ctx.storage.path.exists():
+        raise missing
+    storage = open_storage(ctx.storage, ctx.study.spec.heartbeat_interval, ctx.study.spec.effective_grace_period)
+    try:
+        study = optuna.load_study(study_name=ctx.study.name, storage=storage)
+    except KeyError:
+        raise missing from None
     log(status_table(study, ctx.keys()))
     log(f"study {ctx.study.name}: {study_progress(study, ctx.total, ctx.keys()).line()}")
     best = best_trial_line(study, ctx.study.spec.objective.direction)

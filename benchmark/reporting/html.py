@@ -25,7 +25,7 @@ h1{font-size:24px;margin:6px 0 2px}h2{font-size:19px;margin:30px 0 8px;border-bo
 h3{font-size:15px;margin:18px 0 6px}.sub{color:#555;margin:0 0 10px}.note{color:#8a4b00}
 table{border-collapse:collapse;margin:6px 0 14px;font-size:12.5px}
 th,td{border-bottom:1px solid #e3e3e3;padding:3px 9px;text-align:left;vertical-align:top}
-th{background:#f4f5f7;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+th{background:#f4f5f7;font-weight:600}table.runs td{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 figure{margin:8px 0 18px}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:12.5px;margin-top:3px}
 .grid{display:flex;gap:10px;align-items:flex-start;margin:6px 0 12px}.grid .label{width:110px;font-weight:600;padding-top:4px}
@@ -141,7 +141,7 @@ def render(page: Page) -> str:
         ("figures", "Figures", _figures(page.figures) or "<p>No metric curves found.</p>"),
         ("tables", "Tables", tables or "<p>No tables (no reward metrics found).</p>"),
         ("samples", "Samples over training", _images(page.image_sections) or "<p>No eval images were logged.</p>"),
-        ("runs", "Runs", table_html(page.runs)),
+        ("runs", "Runs", table_html(page.runs, "runs")),
         ("provenance", "Provenance", _provenance(page.provenance, page.configs)),
     ]
     nav = "".join(f'<a href="#{key}">{esc(name)}</a>' for key, name, _ in sections)

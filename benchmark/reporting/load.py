@@ -31,6 +31,8 @@ FALLBACK_PARAMS = {
     "prompt_set": ["prompts.set", "prompt_set"],
 }
 _QUERIES_RE = re.compile(r"queries_(\d+)")
+#: Optuna trial states (the harness's ``optuna.state`` tag) whose truncated curves are left out
+DROPPED_TRIAL_STATES = {"PRUNED", "FAIL"}
 
 
 @dataclass
@@ -151,16 +153,16 @@ def _remote_artifacts(client, run_id: str, cache: Path) -> tuple[list[Path], Pat
 
 def _artifacts(client, run, cache: Path) -> tuple[list[tuple[int, Path]], str | None]:
     """Eval image grids ``eval_images/queries_XXXXXXXX.png`` and ``config.yaml`` of one run, falling
-    back to the run's folder on disk (from the ``checkpoint_dir`` tag) when nothing was logged."""
+    back to the run's folder on disk (``run_dir`` / ``checkpoint_dir`` tags) when nothing was logged."""
     root = _local_artifact_root(run)
     if root is not None:
         pngs = sorted((root / "eval_images").glob("queries_*.png"))
         config_path = root / "config.yaml" if (root / "config.yaml").is_file() else None
     else:
         pngs, config_path = _remote_artifacts(client, run.info.run_id, cache)
-    checkpoint_dir = run.data.tags.get("checkpoint_dir")
-    if checkpoint_dir and (not pngs or config_path is None):
-        for folder in (Path(checkpoint_dir), Path(checkpoint_dir).parent):
+    folders = [Path(run.data.tags[k]) for k in ("run_dir", "checkpoint_dir") if run.data.tags.get(k)]
+    if not pngs or config_path is None:
+        for folder in [f for d in folders for f in (d, d.parent)]:
             if not pngs and (folder / "eval_images").is_dir():
                 pngs = sorted((folder / "eval_images").glob("queries_*.png"))
             if config_path is None and (folder / "config.yaml").is_file():
@@ -177,8 +179,9 @@ def load_study(
     cache_dir: Path | str | None = None,
     include_failed: bool = False,
 ) -> Study:
-    """Read every run of the study into a :class:`Study`. Runs whose status is FAILED are left out
-    unless ``include_failed`` (their truncated curves would shrink the common query budget)."""
+    """Read every run of the study into a :class:`Study`. Runs whose status is FAILED, or whose
+    Optuna trial was pruned or failed, are left out unless ``include_failed`` (their truncated curves
+    would shrink the common query budget); ``Study.notes`` lists them."""
     from mlflow.tracking import MlflowClient
 
     uri, names, run_name, study_name = resolve_source(path, tracking_uri, experiments)
@@ -193,8 +196,9 @@ def load_study(
     for run in _all_runs(client, list(exp_names)) if exp_names else []:
         if run_name_filter is not None and run.info.run_name != run_name_filter:
             continue
-        if run.info.status == "FAILED" and not include_failed:
-            notes.append(f"left out FAILED run {run.info.run_name} ({run.info.run_id})")
+        state = run.data.tags.get("optuna.state", "")
+        if (run.info.status == "FAILED" or state in DROPPED_TRIAL_STATES) and not include_failed:
+            notes.append(f"left out {state if state in DROPPED_TRIAL_STATES else 'FAILED'} run {run.info.run_name} ({run.info.run_id})")
             continue
         tags, params = dict(run.data.tags), dict(run.data.params)
         ident = _identity(tags, params)

@@ -11,9 +11,9 @@ The 49408-token embedding tables dominate the text towers' size, so they stay na
 from __future__ import annotations
 
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
+from transformers import CLIPConfig, CLIPModel, CLIPTextModel, CLIPVisionConfig
 
-from diffexp.models.tokenizer import MODEL_MAX_LENGTH, clip_tokenizer
+from diffexp.models.tokenizer import clip_text_config
 from diffexp.models.twins import SD_SCHEDULER_CONFIG
 
 IMAGE_SIZE = 32
@@ -21,21 +21,8 @@ LATENT_SIZE = 8
 TEXT_HIDDEN = 64
 
 
-def text_config(hidden: int = TEXT_HIDDEN, layers: int = 2, heads: int = 4, projection_dim: int | None = None) -> CLIPTextConfig:
-    tok = clip_tokenizer()
-    return CLIPTextConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        max_position_embeddings=MODEL_MAX_LENGTH,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        projection_dim=projection_dim or hidden,
-        hidden_act="quick_gelu",
-    )
+def text_config(hidden: int = TEXT_HIDDEN, layers: int = 2, heads: int = 4, projection_dim: int | None = None):
+    return clip_text_config(hidden, layers, heads, projection_dim)
 
 
 def text_encoder() -> CLIPTextModel:

@@ -12,7 +12,7 @@ import functools
 import gzip
 import importlib.resources
 
-from transformers import CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTokenizer
 
 #: SD 1.x/2.x and CLIP use 77-token contexts.
 MODEL_MAX_LENGTH = 77
@@ -59,4 +59,22 @@ def clip_tokenizer(pad_token: str = EOS) -> CLIPTokenizer:
         merges=[tuple(m.split()) for m in merges],
         pad_token=pad_token,
         model_max_length=MODEL_MAX_LENGTH,
+    )
+
+
+def clip_text_config(hidden: int, layers: int = 2, heads: int = 2, projection_dim: int | None = None) -> CLIPTextConfig:
+    """A CLIP text-encoder config that matches :func:`clip_tokenizer` (vocabulary, special tokens, 77 positions)."""
+    tok = clip_tokenizer()
+    return CLIPTextConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        projection_dim=projection_dim or hidden,
+        hidden_act="quick_gelu",
     )

@@ -15,9 +15,9 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-from diffexp.models.tokenizer import clip_tokenizer
+from diffexp.models.tokenizer import clip_text_config, clip_tokenizer
 
 #: SD 1.5's scheduler config (``scheduler/scheduler_config.json``), as a DDIM scheduler.
 SD_SCHEDULER_CONFIG = dict(
@@ -30,23 +30,6 @@ SD_SCHEDULER_CONFIG = dict(
     steps_offset=1,
     prediction_type="epsilon",
 )
-
-
-def _text_config(hidden: int, projection_dim: int | None = None) -> CLIPTextConfig:
-    tok = clip_tokenizer()
-    return CLIPTextConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        projection_dim=projection_dim or hidden,
-        hidden_act="quick_gelu",
-    )
 
 
 def _vae() -> AutoencoderKL:
@@ -80,7 +63,7 @@ def tiny_sd15_pipeline(seed: int = 0, sample_size: int = 16) -> StableDiffusionP
     )
     pipe = StableDiffusionPipeline(
         vae=_vae(),
-        text_encoder=CLIPTextModel(_text_config(32)),
+        text_encoder=CLIPTextModel(clip_text_config(32)),
         tokenizer=clip_tokenizer(),
         unet=unet,
         scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG),
@@ -116,8 +99,8 @@ def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 16) -> StableDiffusionX
     )
     pipe = StableDiffusionXLPipeline(
         vae=_vae(),
-        text_encoder=CLIPTextModel(_text_config(hidden_1)),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(hidden_2, projection_dim=hidden_2)),
+        text_encoder=CLIPTextModel(clip_text_config(hidden_1)),
+        text_encoder_2=CLIPTextModelWithProjection(clip_text_config(hidden_2, projection_dim=hidden_2)),
         tokenizer=clip_tokenizer(),
         tokenizer_2=clip_tokenizer(pad_token="!"),
         unet=unet,

@@ -173,3 +173,45 @@ def test_first_step_ratio_is_one_with_replay_and_bites_without(sd15, strategy):
     # since a random 32-wide text encoder barely separates weighted from plain prompts.
     assert median > clip
     assert fraction >= (0.9 if strategy == "cfg" else 0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["ddpo", "alignprop"])
+def test_kill_9_and_resume_counts_every_query_once(tmp_path, algorithm):
+    """SIGKILL a `diffexp train` process after its second checkpoint, rerun the same command:
+    reward_queries continues from the checkpoint with no lost or double-counted queries."""
+    import os
+    import signal
+    import time
+
+    cfg = {
+        "algorithm": algorithm,
+        "model": {"pretrained": "tiny-sd15"},
+        "sample": {"num_steps": 3, "batch_size": 2, "num_batches_per_epoch": 2},
+        "prompts": {"set": "list", "prompts": ["a cat", "a dog"], "eval_options": {}},
+        "reward": {"name": "brightness"},
+        "run": {"num_epochs": 6, "eval_every": 100, "output_dir": str(tmp_path), "name": "k", "threads": 1},
+    }
+    if algorithm == "ddpo":
+        cfg["train"] = {"batch_size": 2, "gradient_accumulation_steps": 1, "stat_tracking": {"min_count": 2, "buffer_size": 4}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    command = [sys.executable, "-m", "diffexp", "train", "--config", str(path)]
+    ckpt = tmp_path / "k" / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["diffexp"]["reward_queries"] >= 8:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["diffexp"]["reward_queries"]
+    assert 8 <= killed_at < 24
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = torch.load(ckpt, weights_only=True)["diffexp"]["reward_queries"]
+    assert final == 24  # 6 epochs x 4 samples, whatever the kill point
+    df = metrics(tmp_path, "k")
+    queries = df["reward_queries"].tolist()
+    assert queries[-1] == 24 and sorted(set(queries)) == list(range(4, 25, 4))

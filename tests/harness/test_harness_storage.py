@@ -63,6 +63,7 @@ def test_redact():
     assert redact("journal:/x/y") == "journal:/x/y"
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_open_sqlite_with_heartbeats(tmp_path):
     import optuna
 

@@ -222,3 +222,44 @@ def test_sweep_command_parses():
     args = parser.parse_args(["sweep", "s.yaml", "--dry-run", "--workers", "3", "--storage", "journal:x", "--tracking-uri", "http://h:5000", "--run-dir", "d"])
     assert args.dry_run and args.workers == 3 and args.storage == "journal:x" and args.tracking_uri == "http://h:5000"
     assert str(args.run_dir) == "d" and callable(args.func)
+
+
+def test_cli_errors_name_the_field(tmp_path, capsys):
+    from benchmark.harness.cli import sweep_main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(tiny(grid={"exploration.strategy": ["greedy"]})))
+    assert sweep_main([str(bad), "--dry-run"]) == 2
+    assert "diffexp sweep: error: trial greedy-" in capsys.readouterr().err
+    assert sweep_main([str(TINY_GRID), "--dry-run", "--storage", "foo://x"]) == 2
+    assert "unknown database scheme 'foo'" in capsys.readouterr().err
+
+
+def test_diffexp_cli_has_sweep(capsys):
+    from diffexp import cli
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if getattr(a, "choices", None) and "train" in a.choices).choices
+    if "sweep" not in commands:
+        pytest.skip("diffexp sweep is not wired into diffexp/cli.py yet (add_sweep_command)")
+    assert cli.main(["sweep", str(TINY_GRID), "--dry-run", "--run-dir", "/tmp/unused-dry-run"]) == 0
+    assert "ok: 4 trial config(s) valid" in capsys.readouterr().out
+
+
+def test_sections_merge_and_plain_fields_replace():
+    data = tiny(grid={"run.seed": [0]}, overrides={"reward": {"options": {"a": 1}}})
+    data["base"] = {**data["base"], "reward": {"name": "brightness", "options": {"b": 2}}, "train": {**data["base"]["train"], "learning_rate": 1e-4}}
+    data["grid"]["algo"] = {"x": {"train": {"max_grad_norm": 0.5}}}
+    study = study_from_dict(data, TINY_GRID)
+    cell = study.cells()[0]
+    assert cell.overrides["reward.options"] == {"a": 1}  # a dict-valued field is replaced
+    assert cell.overrides["train.max_grad_norm"] == 0.5 and "train" not in cell.overrides  # a section merges
+    config = study.build_config(cell)
+    assert config.reward.options == {"a": 1} and config.train.learning_rate == 1e-4 and config.train.max_grad_norm == 0.5
+
+
+def test_status_of_a_study_never_run(tmp_path, capsys):
+    from benchmark.harness.cli import sweep_main
+
+    assert sweep_main([str(TINY_GRID), "--status", "--run-dir", str(tmp_path / "rd")]) == 2
+    assert "no study 'tiny_grid'" in capsys.readouterr().err and not (tmp_path / "rd").exists()

@@ -1,8 +1,8 @@
 """Claiming, duplicates, dead-worker detection and search budgets, without training."""
 
 import time
+from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
@@ -10,7 +10,12 @@ from optuna.trial import TrialState
 from benchmark.harness.progress import IGNORED_ATTR, KEY_ATTR, study_progress
 from benchmark.harness.worker import HEARTBEAT_ATTR, Heartbeat, Worker, resolve_context, setup_study
 
-from .test_harness_study import SEARCH, TINY_GRID
+TINY_GRID = Path(__file__).resolve().parents[2] / "experiments" / "ablations" / "tiny_grid.yaml"
+SEARCH = {
+    "sampler": "tpe", "n_trials": 4, "seed": 0, "n_startup_trials": 1,
+    "space": {"exploration.cfg.low": {"type": "float_range", "low": 0.5, "high": 4.0},
+              "exploration.phrase.num_phrases": {"type": "int", "low": 1, "high": 3}},
+}
 
 
 def context(tmp_path, storage=None, **changes):
@@ -67,14 +72,18 @@ def test_claimed_duplicate_is_closed_when_a_lower_trial_runs(ctx):
     assert w._duplicate_reason(study.trials[0]._trial_id, 0, first.key) is None
 
 
-def test_dead_worker_trial_is_failed_and_requeued(ctx):
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_dead_worker_trial_is_failed_and_requeued(tmp_path, kind):
+    storage = f"journal:{tmp_path}/run/optuna.journal" if kind == "journal" else None
+    ctx = context(tmp_path, storage, heartbeat_interval=1, grace_period=600)
     study = setup_study(ctx, log=lambda *_: None)
-    dead, alive = Worker(ctx, "dead"), Worker(ctx, "alive")
+    dead = Worker(ctx, "dead")
     trial = dead.claim_waiting()
     Heartbeat(dead.raw_storage, trial._trial_id, 1, dead.journal).beat()  # then the worker "dies"
-    alive.reap_stale()
-    assert study.trials[trial.number].state == TrialState.RUNNING  # within the grace period
+    Worker(ctx, "patient").reap_stale()
+    assert study.trials[trial.number].state == TrialState.RUNNING  # within its grace period
     time.sleep(3.5)
+    alive = Worker(context(tmp_path, storage, heartbeat_interval=1, grace_period=2), "alive")
     alive.reap_stale()
     trials = study.get_trials()
     assert trials[trial.number].state == TrialState.FAIL
@@ -83,8 +92,7 @@ def test_dead_worker_trial_is_failed_and_requeued(ctx):
     assert retry.user_attrs[KEY_ATTR] == trial.user_attrs[KEY_ATTR] and retry.params == trial.params
     alive.reap_stale()  # a second reaper does not queue a second retry
     assert len(study.get_trials()) == len(trials)
-    # the retry is the cell's only unfinished trial: it is claimed before the cells queued after it? no: in number order,
-    # but it may run (it is the lowest unfinished trial of its key)
+    # the retry is now its cell's lowest unfinished trial, so a worker takes it
     claims = [alive.claim_waiting() for _ in range(4)]
     assert retry.number in [t.number for t in claims]
 
@@ -111,3 +119,59 @@ def test_search_budget_is_exact_with_concurrent_workers(tmp_path):
     assert [t.number for t in asked] == [0, 1, 2]
     assert b.ask_new() is None and a.ask_new() is None
     assert [t.user_attrs[KEY_ATTR] for t in a.study.get_trials()] == ["t0000", "t0001", "t0002"]
+
+
+def test_a_failing_trial_is_recorded_and_requeued_on_relaunch(tmp_path, monkeypatch):
+    import diffexp.algorithms.runner as runner
+
+    def boom(config, **kwargs):
+        raise RuntimeError(f"boom in {config.run.name}")
+
+    monkeypatch.setattr(runner, "run", boom)
+    ctx = context(tmp_path)
+    study = setup_study(ctx, log=lambda *_: None)
+    w = Worker(ctx, "w")
+    assert w.run(max_trials=1) == 1
+    failed = study.trials[0]
+    assert failed.state == TrialState.FAIL and "RuntimeError: boom in" in failed.user_attrs["diffexp:error"]
+    assert "failed_trial" not in study.trials[-1].system_attrs  # an error is not retried automatically
+    assert study_progress(study, ctx.total, ctx.keys()).line() == "done 0/4, running 0, failed 1, remaining 3"
+    run = w.tracker.client.get_run(failed.user_attrs["diffexp:mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
+    messages = []
+    setup_study(ctx, log=messages.append)  # launching the sweep again re-queues the failed cell
+    assert messages == ["queued 0 cell(s), re-queued 1 failed cell(s)"]
+    assert study.trials[-1].user_attrs[KEY_ATTR] == failed.user_attrs[KEY_ATTR]
+
+
+def test_interrupt_requeues_the_trial(tmp_path, monkeypatch):
+    import diffexp.algorithms.runner as runner
+
+    def interrupted(config, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", interrupted)
+    ctx = context(tmp_path)
+    study = setup_study(ctx, log=lambda *_: None)
+    with pytest.raises(KeyboardInterrupt):
+        Worker(ctx, "w").run()
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    assert trials[-1].state == TrialState.WAITING and trials[-1].system_attrs["failed_trial"] == 0
+
+
+def test_a_finished_result_is_not_retrained(tmp_path, monkeypatch):
+    import json
+
+    import diffexp.algorithms.runner as runner
+    from benchmark.harness.study import config_hash
+
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("retrained"))
+    ctx = context(tmp_path)
+    study = setup_study(ctx, log=lambda *_: None)
+    cell = ctx.study.cells()[0]
+    trial_dir = ctx.run_dir / "trials" / cell.key
+    trial_dir.mkdir(parents=True)
+    (trial_dir / "result.json").write_text(json.dumps({"value": 0.25, "config_hash": config_hash(ctx.study.build_config(cell))}))
+    Worker(ctx, "w").run(max_trials=1)
+    assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].value == 0.25

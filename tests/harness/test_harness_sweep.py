@@ -1,0 +1,208 @@
+"""End to end on the tiny SD 1.5 twin: grids with 2 workers (SQLite, PostgreSQL), a worker killed
+mid-trial, and a TPE search with pruning. Acceptance tests of the sweep harness (issue #7)."""
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from benchmark.harness.cli import sweep_main
+from benchmark.harness.progress import KEY_ATTR, group_trials
+from benchmark.harness.storage import open_storage
+from benchmark.harness.study import load_study
+from benchmark.harness.tracking import Tracker
+from benchmark.harness.worker import _subprocess_env, resolve_context, run_sweep, setup_study, worker_command
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_GRID = ROOT / "experiments" / "ablations" / "tiny_grid.yaml"
+TINY_SEARCH = ROOT / "experiments" / "searches" / "tiny_cfg_tpe.yaml"
+POSTGRES_URL = os.environ.get("DIFFEXP_TEST_POSTGRES_URL")
+
+
+def study_file(tmp_path, source=TINY_GRID, **changes) -> Path:
+    data = yaml.safe_load(source.read_text())
+    data["name"] = f"{data['name']}-{uuid.uuid4().hex[:8]}"  # unique: a shared database keeps old studies
+    data.update(changes)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def load(ctx):
+    storage = open_storage(ctx.storage, ctx.study.spec.heartbeat_interval, ctx.study.spec.effective_grace_period)
+    return optuna.load_study(study_name=ctx.study.name, storage=storage)
+
+
+def assert_every_cell_exactly_once(ctx, epochs: int, per_epoch: int = 2):
+    """One COMPLETE trial per cell; one MLflow run per cell with the metric histories."""
+    study = load(ctx)
+    cells = {c.key: c for c in ctx.study.cells()}
+    groups = group_trials(study.get_trials())
+    assert set(groups) == set(cells)
+    for key, trials in groups.items():
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert len(complete) == 1, (key, [(t.number, t.state) for t in trials])
+        assert complete[0].params == cells[key].params
+        assert all(t.state == TrialState.FAIL for t in trials if t not in complete)
+    tracker = Tracker(ctx.tracking_uri, ctx.study.name, ctx.run_dir)
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    assert sorted(r.data.tags["trial_key"] for r in runs) == sorted(cells)  # one run per cell
+    steps = [per_epoch * (i + 1) for i in range(epochs)]
+    for run in runs:
+        tags, key = run.data.tags, run.data.tags["trial_key"]
+        assert run.info.status == "FINISHED"
+        assert tags["strategy"] == cells[key].params["exploration.strategy"] and tags["seed"] == str(cells[key].params["run.seed"])
+        assert tags["algorithm"] == "ddpo" and tags["reward"] == "brightness" and tags["prompt_set"] == "list(2)"
+        assert len(tags["config_hash"]) == 12 and tags["checkpoint_dir"].endswith(f"trials/{key}/checkpoints")
+        assert (Path(tags["checkpoint_dir"]) / "last.ckpt").exists()
+        for metric in ("reward_mean", "reward_std", "diversity", "loss"):
+            history = tracker.client.get_metric_history(run.info.run_id, metric)
+            assert sorted({m.step for m in history}) == steps, (key, metric)  # against reward queries
+        assert tracker.client.get_metric_history(run.info.run_id, "eval_reward_mean")
+        artifacts = {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "eval_images"} <= artifacts
+        assert run.data.params["sweep.exploration.strategy"] == cells[key].params["exploration.strategy"]
+    return study
+
+
+def grid_two_workers(tmp_path, capfd, storage=None):
+    path = study_file(tmp_path, heartbeat_interval=2, grace_period=60)
+    ctx = resolve_context(path, tmp_path / "run", storage)
+    argv = [str(path), "--workers", "2", "--run-dir", str(tmp_path / "run")] + (["--storage", storage] if storage else [])
+    assert sweep_main(argv) == 0  # what `diffexp sweep` runs
+    out = capfd.readouterr().out
+    assert "[sweep" in out and " w0]" in out and " w1]" in out  # both workers ran trials
+    assert f"study {ctx.study.name}: done 4/4, running 0, failed 0, remaining 0" in out
+    assert "best trial #" in out
+    assert_every_cell_exactly_once(ctx, epochs=2)
+    return ctx
+
+
+@pytest.mark.slow
+def test_grid_two_workers_sqlite(tmp_path, capfd):
+    ctx = grid_two_workers(tmp_path, capfd)
+    assert ctx.storage.url == f"sqlite:///{(tmp_path / 'run').resolve()}/optuna.db"
+    assert ctx.tracking_uri == f"sqlite:///{(tmp_path / 'run').resolve()}/mlflow.db"
+    # re-running a finished study runs nothing and changes nothing
+    assert run_sweep(ctx, workers=1) == 0
+    assert "start (" not in capfd.readouterr().out
+    assert len(load(ctx).trials) == 4
+    assert sweep_main([str(ctx.study.path), "--status", "--run-dir", str(ctx.run_dir)]) == 0
+    status = capfd.readouterr().out
+    for cell in ctx.study.cells():
+        assert f"{cell.key:<44} done" in status
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not POSTGRES_URL, reason="DIFFEXP_TEST_POSTGRES_URL is not set (start a server: eval \"$(bash benchmark/ci/postgres.sh)\")")
+def test_grid_two_workers_postgres(tmp_path, capfd):
+    ctx = grid_two_workers(tmp_path, capfd, storage=POSTGRES_URL)
+    assert ctx.storage.url.startswith("postgresql")
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_trial(tmp_path):
+    """SIGKILL a worker after its trial's first checkpoint: the other worker declares the trial
+    dead after the grace period, re-runs it from that checkpoint, and every cell completes once."""
+    path = study_file(tmp_path, heartbeat_interval=1, grace_period=15, overrides={"run.num_epochs": 4, "run.eval_every": 4})
+    ctx = resolve_context(path, tmp_path / "run")
+    setup_study(ctx)
+    logs = [open(tmp_path / f"w{i}.log", "w") for i in range(2)]
+    procs = {}
+    for i in range(2):
+        p = subprocess.Popen(worker_command(ctx, f"w{i}"), env=_subprocess_env(), stdout=logs[i], stderr=subprocess.STDOUT)
+        procs[p.pid] = p
+    study = load(ctx)
+    victim = None
+    try:
+        deadline = time.time() + 900
+        while victim is None and time.time() < deadline:
+            for t in study.get_trials(states=(TrialState.RUNNING,)):
+                pid = t.user_attrs.get("diffexp:pid")
+                ckpt = ctx.run_dir / "trials" / t.user_attrs.get(KEY_ATTR, "?") / "checkpoints" / "last.ckpt"
+                if pid in procs and ckpt.exists():
+                    os.kill(pid, signal.SIGKILL)
+                    victim = t
+                    break
+            time.sleep(0.1)
+        assert victim is not None, "no trial reached a checkpoint"
+        procs[victim.user_attrs["diffexp:pid"]].wait(timeout=60)
+        survivor = next(p for pid, p in procs.items() if pid != victim.user_attrs["diffexp:pid"])
+        assert survivor.wait(timeout=900) == 0
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+        for f in logs:
+            f.close()
+    study = assert_every_cell_exactly_once(ctx, epochs=4)
+    dead_pid = victim.user_attrs["diffexp:pid"]
+    # the trial the worker was running when it died (normally `victim`; if the kill landed just as
+    # it finished, the next one it had claimed) was declared dead by the survivor and re-run once
+    killed = [t for t in study.trials if t.user_attrs.get("diffexp:pid") == dead_pid and t.state == TrialState.FAIL]
+    assert len(killed) == 1, [(t.number, t.state) for t in study.trials]
+    killed = killed[0]
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].user_attrs[KEY_ATTR] == killed.user_attrs[KEY_ATTR] and retries[0].params == killed.params
+    survivor_log = next(log for i, log in enumerate(tmp_path.glob("w*.log")) if f"retry of #{killed.number}" in log.read_text())
+    text = survivor_log.read_text()
+    assert f"trial #{killed.number} {killed.user_attrs[KEY_ATTR]}: no heartbeat for 15s" in text
+    if killed.number == victim.number:  # it had a checkpoint: the retry resumed from it
+        assert retries[0].user_attrs["diffexp:resumed_from"].endswith(f"{killed.user_attrs[KEY_ATTR]}/checkpoints/last.ckpt")
+        assert "resuming from" in text
+
+
+@pytest.mark.slow
+def test_tpe_search_reports_best_trial(tmp_path, capsys):
+    path = study_file(tmp_path, TINY_SEARCH)
+    ctx = resolve_context(path, tmp_path / "run")
+    assert load_study(path).kind == "search"
+    assert run_sweep(ctx, workers=1) == 0
+    out = capsys.readouterr().out
+    study = load(ctx)
+    trials = study.get_trials()
+    assert len(trials) == 6 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    for t in trials:  # intermediate values against reward queries (2 samples per epoch)
+        assert set(t.intermediate_values) <= {2, 4, 6} and 2 in t.intermediate_values
+        assert {"exploration.cfg.kind", "exploration.guidance_scale"} <= set(t.params)
+        assert ("exploration.cfg.start" in t.params) == (t.params["exploration.cfg.kind"] == "linear")
+    best = study.best_trial
+    assert f"best trial #{best.number} ({best.user_attrs[KEY_ATTR]}): value {best.value:.6g}" in out
+    tracker = Tracker(ctx.tracking_uri, ctx.study.name, ctx.run_dir)
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    assert sorted(r.data.tags["trial_key"] for r in runs) == [f"t{i:04d}" for i in range(6)]
+
+
+@pytest.mark.slow
+def test_pruning_stops_trials_below_the_median(tmp_path, capsys):
+    """Two earlier trials with far better intermediate rewards: the median pruner stops every new
+    trial at its first checkpoint (2 reward queries); pruned runs are closed in MLflow."""
+    path = study_file(tmp_path, TINY_SEARCH, search={**yaml.safe_load(TINY_SEARCH.read_text())["search"], "n_trials": 4})
+    ctx = resolve_context(path, tmp_path / "run")
+    study = setup_study(ctx)
+    dists = {"exploration.cfg.kind": optuna.distributions.CategoricalDistribution(["low_then_base", "linear"]),
+             "exploration.guidance_scale": optuna.distributions.FloatDistribution(2.0, 8.0)}
+    for i in range(2):
+        study.add_trial(optuna.trial.create_trial(
+            params={"exploration.cfg.kind": "linear", "exploration.guidance_scale": 5.0}, distributions=dists,
+            value=10.0, intermediate_values={2: 10.0, 4: 10.0, 6: 10.0}, user_attrs={KEY_ATTR: f"earlier{i}"}))
+    assert run_sweep(ctx, workers=1) == 0
+    out = capsys.readouterr().out
+    new = load(ctx).get_trials()[2:]
+    assert len(new) == 2
+    for t in new:
+        assert t.state == TrialState.PRUNED and list(t.intermediate_values) == [2]
+        assert f"trial #{t.number} {t.user_attrs[KEY_ATTR]}: PRUNED" in out and "pruned at 2 reward queries" in out
+    tracker = Tracker(ctx.tracking_uri, ctx.study.name, ctx.run_dir)
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    assert len(runs) == 2 and all(r.data.tags["optuna.state"] == "PRUNED" and r.info.status == "KILLED" for r in runs)
+    assert "done 0 (+2 pruned)/4" not in out  # the earlier trials count as done
+    assert f"study {ctx.study.name}: done 2 (+2 pruned)/4, running 0, failed 0, remaining 0" in out
