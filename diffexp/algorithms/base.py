@@ -158,6 +158,7 @@ class RewardFinetuningModule(L.LightningModule):
         if self.global_rank == 0:
             for logger in self.loggers:
                 logger.log_metrics(metrics, step=self.reward_queries)
+                logger.save()  # flush every epoch: a killed run keeps its curve up to the kill
         self.log("reward", metrics.get("reward_mean", 0.0), prog_bar=True, logger=False, rank_zero_only=True)
         self.log("queries", float(self.reward_queries), prog_bar=True, logger=False, rank_zero_only=True)
 
@@ -247,6 +248,10 @@ class RewardFinetuningModule(L.LightningModule):
             set_peft_model_state_dict(self.unet, checkpoint["state_dict"], adapter_name="default")
             checkpoint["state_dict"] = {}
         self.reward_queries = int(state["reward_queries"])
+        if self._trainer is not None and self.global_rank == 0:
+            for logger in self.loggers:  # epochs past the checkpoint are re-run: drop their rows
+                if hasattr(logger, "truncate_after"):
+                    logger.truncate_after(self.reward_queries)
         self.sample_generator.set_state(state["sample_generator"])
         self._restored_generator = True
         torch.set_rng_state(state["torch_rng"])

@@ -8,8 +8,10 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+from lightning.pytorch.loggers import MLFlowLogger
+
+from diffexp.algorithms.checkpointing import AtomicLastCheckpoint
+from diffexp.algorithms.csv_logging import ResumableCSVLogger
 
 
 def build_module(config):
@@ -30,7 +32,7 @@ def default_tracking_uri(output_dir: str | Path) -> str:
 def build_loggers(config, run_dir: Path) -> list:
     loggers = []
     if "csv" in config.run.loggers:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="", version="csv"))
+        loggers.append(ResumableCSVLogger(save_dir=str(run_dir), name="", version="csv"))
     if "mlflow" in config.run.loggers:
         uri = config.run.mlflow_tracking_uri or default_tracking_uri(config.run.output_dir)
         tags = {"algorithm": config.algorithm, "strategy": config.exploration.strategy, **config.run.mlflow_tags}
@@ -67,7 +69,7 @@ def run(config, resume: bool = True, extra_callbacks: list | None = None):
         strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=False)
     else:
         strategy = "auto"
-    checkpoints = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0, every_n_epochs=config.run.save_every)
+    checkpoints = AtomicLastCheckpoint(run_dir / "checkpoints", every_n_epochs=config.run.save_every)
     trainer = L.Trainer(
         max_epochs=config.run.num_epochs,
         accelerator=config.run.accelerator,
@@ -77,6 +79,7 @@ def run(config, resume: bool = True, extra_callbacks: list | None = None):
         logger=build_loggers(config, run_dir) or False,
         callbacks=[checkpoints, *(extra_callbacks or [])],
         num_sanity_val_steps=0,
+        enable_checkpointing=False,  # AtomicLastCheckpoint does it
         deterministic=config.run.deterministic,
         enable_model_summary=False,
         log_every_n_steps=1,
