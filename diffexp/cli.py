@@ -15,7 +15,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         description="Sample images with an exploration strategy and write a captioned grid (PNG). "
         "Each caption shows the prompt the model was conditioned on (with any phrase weights) and its CFG schedule.",
     )
-    p.add_argument("--pipeline", default="tiny-sd15", help="local diffusers folder, cached hub id, or built-in name (tiny-sd15, tiny-sdxl)")
+    p.add_argument("--pipeline", default="embedded", help="local diffusers folder, cached hub id, or built-in name (embedded, tiny-sd15, tiny-sdxl)")
     p.add_argument("--prompt", action="append", dest="prompts", help="a prompt (repeatable); compel weights like '(red circle)1.3' are allowed")
     p.add_argument("--prompts-file", type=Path, help="text file with one prompt per line")
     p.add_argument("--strategy", default="baseline", help="exploration strategy: baseline, cfg, phrase, diffexp")
@@ -85,7 +85,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: what each exploration strategy does to samples (grids per strategy)")
-    p.add_argument("--pipeline", default="tiny-sd15", help="pipeline to sample from (see `diffexp sample --help`)")
+    p.add_argument("--pipeline", default="embedded", help="pipeline to sample from (see `diffexp sample --help`)")
     p.add_argument("--out-dir", type=Path, default=Path("reports/demo"))
     p.set_defaults(func=_run_demo)
 
@@ -95,7 +95,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from diffexp.models import get_pipeline
 
     pipe = get_pipeline(args.pipeline)
-    prompts = ["a red circle above a blue square", "a monkey washing the dishes"]
+    prompts = ["a red circle above a blue square", "a yellow star left of a green triangle", "a purple cross"]
     for name in ["baseline", "cfg", "phrase", "diffexp"]:
         assert name in STRATEGIES
         out = args.out_dir / f"samples_{name}.png"
