@@ -7,12 +7,12 @@ from diffusers import DiffusionPipeline
 from diffexp.models.pipelines import ModelNotFoundError, load_pipeline, parse_dtype
 
 #: Names that resolve to a built-in pipeline instead of a folder or hub id.
-BUILTIN_PIPELINES = ("embedded", "tiny-sd15", "tiny-sdxl")
+BUILTIN_PIPELINES = ("embedded", "tiny-sd15", "tiny-sdxl", "sd15-sized")
 
 
 def get_pipeline(source: str, dtype: str = "fp32", device: str = "cpu", seed: int = 0) -> DiffusionPipeline:
-    """A pipeline from a built-in name ('embedded': the shipped world model; 'tiny-*': random twins),
-    a local diffusers folder or a cached hub id."""
+    """A pipeline from a built-in name ('embedded': the shipped world model; 'tiny-*': random twins;
+    'sd15-sized': SD 1.5's real sizes with random weights), a local diffusers folder or a cached hub id."""
     if source == "embedded":
         from diffexp.embedded.pipeline import load_world_pipeline
 
@@ -25,6 +25,10 @@ def get_pipeline(source: str, dtype: str = "fp32", device: str = "cpu", seed: in
         from diffexp.models.twins import tiny_sdxl_pipeline
 
         return _cast(tiny_sdxl_pipeline(seed), dtype, device)
+    if source == "sd15-sized":
+        from diffexp.models.twins import sd15_sized_pipeline
+
+        return _cast(sd15_sized_pipeline(seed), dtype, device)
     return load_pipeline(source, dtype=dtype, device=device)
 
 

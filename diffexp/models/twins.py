@@ -109,3 +109,35 @@ def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 16) -> StableDiffusionX
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def sd15_sized_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """Stable Diffusion 1.5 at its real sizes (860M-parameter UNet, 512x512 images), random weights.
+
+    For timings and memory on a GPU: same architecture and shapes as the real model, no download.
+    diffusers' UNet2DConditionModel defaults are SD 1.x's, except the 768-wide cross-attention.
+    """
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    )
+    text_config = clip_text_config(768, layers=12, heads=12)
+    text_config.intermediate_size = 3072  # CLIP ViT-L/14's text tower
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(text_config),
+        tokenizer=clip_tokenizer(),
+        unet=unet,
+        scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -28,6 +28,18 @@ def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
 
 
+def _alphas_cumprod(scheduler: DDIMScheduler, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The cumulative product in float64 from the scheduler's betas (diffusers keeps it in float32).
+
+    Cached on the scheduler per device: a host-to-device copy at every step would stall the GPU.
+    """
+    cache = scheduler.__dict__.setdefault("_diffexp_alphas_cumprod", {})
+    key = (str(device), dtype)
+    if key not in cache:
+        cache[key] = torch.cumprod(1.0 - scheduler.betas.to(device, dtype), dim=0)
+    return cache[key]
+
+
 def ddim_step_with_logprob(
     scheduler: DDIMScheduler,
     model_output: torch.Tensor,
@@ -52,8 +64,7 @@ def ddim_step_with_logprob(
     timestep = torch.as_tensor(timestep, device=sample.device)
     prev_timestep = timestep - config.num_train_timesteps // scheduler.num_inference_steps
 
-    # The cumulative product in float64 from the scheduler's betas (diffusers keeps it in float32).
-    alphas_cumprod = torch.cumprod(1.0 - scheduler.betas.to(sample.device, compute), dim=0)
+    alphas_cumprod = _alphas_cumprod(scheduler, sample.device, compute)
     final_alpha = torch.ones((), device=sample.device, dtype=compute) if config.set_alpha_to_one else alphas_cumprod[0]
     alpha_prod_t = alphas_cumprod.gather(0, timestep.reshape(-1).long()).reshape(timestep.shape)
     alpha_prod_t_prev = torch.where(

@@ -117,9 +117,15 @@ class TrajectorySampler:
         uncond: Conditioning,
         guidance_scales: torch.Tensor,
         add_time_ids: torch.Tensor | None,
+        guided: bool | None = None,
     ) -> torch.Tensor:
-        """Classifier-free-guided noise prediction with one guidance scale per sample."""
-        guided = bool((guidance_scales != 1.0).any())
+        """Classifier-free-guided noise prediction with one guidance scale per sample.
+
+        ``guided`` (any scale != 1) may be given by a caller that knows it without reading the
+        scales back from the GPU (a read-back each step stalls the launch queue).
+        """
+        if guided is None:
+            guided = bool((guidance_scales != 1.0).any())
         if guided:  # the pipeline's layout: [unconditional, conditional]
             model_in = torch.cat([latents, latents])
             embeds = torch.cat([uncond.embeds, cond.embeds])
@@ -163,25 +169,28 @@ class TrajectorySampler:
         if plan.num_steps != self.num_steps:
             raise ValueError(f"plan has {plan.num_steps} steps, sampler has {self.num_steps}")
         batch = len(plan)
-        grad_mask = self._grad_mask(grad_steps, batch)
+        grad_mask = self._grad_mask(grad_steps, batch)  # on the host, read per step without a GPU sync
+        if grad_mask is not None:
+            grad_any, grad_all = grad_mask.any(dim=0).tolist(), grad_mask.all(dim=0).tolist()
         with torch.no_grad():
             cond, uncond, time_ids = self.encode(plan)
             latents = self.pipe.prepare_latents(
                 batch, self.unet.config.in_channels, self.height, self.width, cond.embeds.dtype, self.device, generator, latents
             )
+        guided_steps = (plan.guidance_scales != 1.0).any(dim=0).tolist()  # on the host: no GPU sync per step
         scales = plan.guidance_scales.to(self.device)
         all_latents, all_log_probs = [latents.detach()], []
         for i, t in enumerate(self.scheduler.timesteps):
-            step_grad = grad_mask is not None and bool(grad_mask[:, i].any())
+            step_grad = grad_mask is not None and grad_any[i]
             with torch.set_grad_enabled(step_grad):
-                args = (latents, t, cond, uncond, scales[:, i], time_ids)
+                args = (latents, t, cond, uncond, scales[:, i], time_ids, guided_steps[i])
                 if step_grad and self.gradient_checkpointing:
                     noise = checkpoint(self.noise_pred, *args, use_reentrant=False)
                 else:
                     noise = self.noise_pred(*args)
                 next_latents, log_prob = ddim_step_with_logprob(self.scheduler, noise, t, latents, self.eta, generator)
-                if step_grad and not bool(grad_mask[:, i].all()):
-                    keep = grad_mask[:, i].reshape(-1, *([1] * (latents.ndim - 1)))
+                if step_grad and not grad_all[i]:
+                    keep = grad_mask[:, i].to(self.device).reshape(-1, *([1] * (latents.ndim - 1)))
                     next_latents = torch.where(keep, next_latents, next_latents.detach())
             latents = next_latents
             all_latents.append(latents.detach())
@@ -208,7 +217,7 @@ class TrajectorySampler:
     def _grad_mask(self, grad_steps: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if grad_steps is None:
             return None
-        mask = torch.as_tensor(grad_steps, dtype=torch.bool, device=self.device)
+        mask = torch.as_tensor(grad_steps, dtype=torch.bool, device="cpu")
         if mask.ndim == 1:
             mask = mask.unsqueeze(0).expand(batch, -1)
         if mask.shape != (batch, self.num_steps):
