@@ -84,7 +84,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job: what each exploration strategy does to samples (grids per strategy)")
+    p = sub.add_parser("demo", help="what each exploration strategy does to samples: one captioned grid per strategy")
     p.add_argument("--pipeline", default="embedded", help="pipeline to sample from (see `diffexp sample --help`)")
     p.add_argument("--out-dir", type=Path, default=Path("reports/demo"))
     p.set_defaults(func=_run_demo)
@@ -155,10 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_demo(sub)
     _add_train(sub)
+    from benchmark.ablation import add_ablation_command
     from benchmark.harness.cli import add_sweep_command
     from benchmark.reporting.cli import add_report_command
     from diffexp.embedded.cli import add_embedded_command
 
+    add_ablation_command(sub)
     add_sweep_command(sub)
     add_report_command(sub)
     add_embedded_command(sub)

@@ -39,6 +39,7 @@ def add_sweep_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("study", type=Path, help="study YAML")
+    p.add_argument("--profile", help="one of the study file's `profiles` (e.g. quick, full); default: the file as written")
     p.add_argument("--dry-run", action="store_true", help="validate the study file and every trial's run config, print the trials, run nothing")
     p.add_argument("--workers", type=int, help="worker processes on this machine (default: the study's `workers`, 1)")
     p.add_argument("--storage", help="Optuna storage: SQLAlchemy URL or journal:<file> (default: sqlite:///<run dir>/optuna.db)")
@@ -56,21 +57,21 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be at least 1")
     if args.dry_run:
-        return dry_run(args.study, args.run_dir, args.storage, args.tracking_uri, args.workers)
+        return dry_run(args.study, args.run_dir, args.storage, args.tracking_uri, args.workers, profile=args.profile)
     if args.status:
-        return print_status(resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri, create=False))
-    ctx = resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri)
+        return print_status(resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri, create=False, profile=args.profile))
+    ctx = resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri, profile=args.profile)
     return run_sweep(ctx, workers=args.workers or ctx.study.spec.workers, wait_for_running=not args.no_wait)
 
 
-def dry_run(study_path: Path, run_dir=None, storage=None, tracking_uri=None, workers=None, out=None) -> int:
+def dry_run(study_path: Path, run_dir=None, storage=None, tracking_uri=None, workers=None, out=None, profile=None) -> int:
     """Validate the study and each trial's run config (``load_config``); print the trials."""
     from benchmark.harness.storage import redact
     from benchmark.harness.study import describe, queries_per_epoch
     from benchmark.harness.worker import resolve_context
 
     out = out or sys.stdout
-    ctx = resolve_context(study_path, run_dir, storage, tracking_uri, create=False)
+    ctx = resolve_context(study_path, run_dir, storage, tracking_uri, create=False, profile=profile)
     study, spec = ctx.study, ctx.study.spec
 
     def say(line=""):

@@ -157,6 +157,22 @@ class ObjectiveSpec(_Strict):
     intermediate: str = Field("reward_mean", description="reported to Optuna after every epoch (step = reward queries) for pruning")
 
 
+class Profile(_Strict):
+    """A named variant of a whole study (e.g. ``quick``, ``full``): its own budget and seeds.
+
+    A profile's study is named ``<name>-<profile>`` so that its trials, storage and MLflow
+    experiment never mix with the default's.
+    """
+
+    description: str = ""
+    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted keys merged over the study's `overrides`")
+    grid: dict[str, Union[list[Any], dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="axis -> values that replace the axis's (e.g. run.seed: [0]); for a named axis, "
+        "variant -> {overrides: ...} merged over that variant's overrides")
+    workers: int | None = Field(None, ge=1, description="replaces the study's `workers`")
+
+
 class StudySpec(_Strict):
     name: str = Field(..., description="Optuna study name and MLflow experiment name")
     description: str = ""
@@ -172,6 +188,7 @@ class StudySpec(_Strict):
     heartbeat_interval: int = Field(60, ge=1, description="seconds between a running trial's heartbeats")
     grace_period: int | None = Field(None, ge=1, description="seconds without a heartbeat before a trial counts as dead (default 3 x interval)")
     max_retry: int = Field(3, ge=0, description="re-runs of a trial whose worker died")
+    profiles: dict[str, Profile] = Field(default_factory=dict, description="named variants (--profile NAME); none = the file as written")
 
     @field_validator("name")
     @classmethod
@@ -299,6 +316,7 @@ class Study:
         self.spec = spec
         self.path = path
         self.source = str(path) if path else "(inline study)"
+        self.profile: str | None = None  # set by load_study; workers re-read the file with it
         self._base = self._resolve_base(spec.base, "base")
         self._axes = self._parse_grid() if spec.grid is not None else {}
         self._check_overrides(spec.overrides, "overrides")
@@ -557,8 +575,11 @@ def _condition_holds(when: dict[str, Any], params: dict[str, Any]) -> bool:
     return True
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and validate a study file (not yet its trials' configs: see :meth:`Study.build_config`)."""
+def load_study(path: str | Path, profile: str | None = None) -> Study:
+    """Read and validate a study file (not yet its trials' configs: see :meth:`Study.build_config`).
+
+    ``profile`` picks one of the file's ``profiles``; ``None`` or ``"default"`` is the file as written.
+    """
     path = Path(path)
     if not path.exists():
         raise StudyError(f"study file {path} does not exist")
@@ -568,12 +589,59 @@ def load_study(path: str | Path) -> Study:
         raise StudyError(f"study file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise StudyError(f"study file {path} must contain a mapping at the top level, got {type(data).__name__}")
-    return study_from_dict(data, path)
+    return study_from_dict(data, path, profile)
 
 
-def study_from_dict(data: dict[str, Any], path: Path | None = None) -> Study:
+def study_from_dict(data: dict[str, Any], path: Path | None = None, profile: str | None = None) -> Study:
+    source = str(path) if path else "(inline study)"
     try:
         spec = StudySpec(**data)
+        if profile not in (None, "default"):
+            spec = StudySpec(**apply_profile(spec, profile, source))
     except ValidationError as err:
-        raise StudyError(_format_spec_error(err, str(path) if path else "(inline study)")) from None
-    return Study(spec, path)
+        raise StudyError(_format_spec_error(err, source)) from None
+    study = Study(spec, path)
+    study.profile = None if profile in (None, "default") else profile
+    return study
+
+
+def apply_profile(spec: StudySpec, profile: str, source: str) -> dict[str, Any]:
+    """The study's fields with the profile merged in (as a dict, validated again by the caller)."""
+    if profile not in spec.profiles:
+        known = ", ".join(["default", *spec.profiles]) or "default"
+        raise StudyError(f"invalid study file {source}:\n  --profile: no profile {profile!r} (known: {known})")
+    chosen = spec.profiles[profile]
+    data = spec.model_dump(exclude={"profiles"}, exclude_none=True)
+    data["name"] = f"{spec.name}-{profile}"
+    data["overrides"] = {**spec.overrides, **chosen.overrides}
+    if chosen.grid:
+        if spec.grid is None:
+            raise StudyError(f"invalid study file {source}:\n  profiles.{profile}.grid: the study is a search, not a grid")
+        unknown = sorted(set(chosen.grid) - set(spec.grid))
+        if unknown:
+            raise StudyError(f"invalid study file {source}:\n  profiles.{profile}.grid: {unknown} are not axes of the grid")
+        grid = dict(data["grid"])
+        for axis, values in chosen.grid.items():
+            if isinstance(values, list):
+                grid[axis] = values
+                continue
+            if not isinstance(grid[axis], dict):
+                raise StudyError(f"invalid study file {source}:\n  profiles.{profile}.grid.{axis}: a plain axis takes a list of values")
+            variants = dict(grid[axis])
+            for name, change in values.items():
+                if name not in variants:
+                    raise StudyError(f"invalid study file {source}:\n  profiles.{profile}.grid.{axis}.{name}: not a value of the axis")
+                if not isinstance(change, dict) or set(change) - {"overrides"}:
+                    raise StudyError(f"invalid study file {source}:\n  profiles.{profile}.grid.{axis}.{name}: give {{overrides: {{...}}}}")
+                variant = dict(variants[name] or {})
+                if not ({"base", "overrides"} & set(variant)):  # a bare mapping of overrides
+                    variant = {"overrides": variant}
+                variant["overrides"] = {**variant.get("overrides", {}), **change.get("overrides", {})}
+                variants[name] = variant
+            grid[axis] = variants
+        data["grid"] = grid
+    if chosen.workers:
+        data["workers"] = chosen.workers
+    if chosen.description:
+        data["description"] = f"{spec.description} ({profile}: {chosen.description})"
+    return data

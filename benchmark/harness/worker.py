@@ -74,8 +74,8 @@ class SweepContext:
 
 
 def resolve_context(study_path: str | Path | Study, run_dir: str | Path | None = None, storage: str | None = None,
-                    tracking_uri: str | None = None, create: bool = True) -> SweepContext:
-    study = study_path if isinstance(study_path, Study) else load_study(study_path)
+                    tracking_uri: str | None = None, create: bool = True, profile: str | None = None) -> SweepContext:
+    study = study_path if isinstance(study_path, Study) else load_study(study_path, profile)
     run_dir = Path(run_dir or study.spec.run_dir or Path("runs") / "sweeps" / study.name).resolve()
     if create:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -525,8 +525,9 @@ def best_trial_line(study, direction: str) -> str | None:
 
 
 def worker_command(ctx: SweepContext, name: str) -> list[str]:
-    return [sys.executable, "-m", "benchmark.harness.worker", str(ctx.study.path.resolve()), "--run-dir", str(ctx.run_dir),
-            "--storage", ctx.storage.url, "--tracking-uri", ctx.tracking_uri, "--name", name]
+    command = [sys.executable, "-m", "benchmark.harness.worker", str(ctx.study.path.resolve()), "--run-dir", str(ctx.run_dir),
+               "--storage", ctx.storage.url, "--tracking-uri", ctx.tracking_uri, "--name", name]
+    return command + (["--profile", ctx.study.profile] if ctx.study.profile else [])
 
 
 def _subprocess_env() -> dict[str, str]:
@@ -616,9 +617,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage")
     p.add_argument("--tracking-uri")
     p.add_argument("--name", help="worker name in the log (default host:pid)")
+    p.add_argument("--profile", help="the study file's profile (default: the file as written)")
     p.add_argument("--no-wait", action="store_true", help="exit when no trial is waiting, even if others still run")
     args = p.parse_args(argv)
-    ctx = resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri)
+    ctx = resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri, profile=args.profile)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     Worker(ctx, name=args.name, wait_for_running=not args.no_wait).run()
     return 0

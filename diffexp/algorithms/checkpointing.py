@@ -22,6 +22,33 @@ class AtomicLastCheckpoint(L.Callback):
         if epoch % self.every_n_epochs and epoch != trainer.max_epochs:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)  # every rank must call it (collective); rank 0 writes
+        # Every rank must call it (collective); rank 0 writes. weights_only=False here means "the full
+        # training state" (optimiser, loops), not pickles: the file still loads with weights_only=True.
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message names the file and what to do."""
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Refuse a checkpoint that is truncated or holds pickled code, before Lightning reads it.
+
+    Loading with ``weights_only=True`` never runs code from the file (a payload is an error here).
+    """
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"cannot resume from {path}: not a safe, complete checkpoint ({first}). Move it away to start "
+            "the run afresh, or point run.output_dir/run.name elsewhere."
+        ) from None
+    if not isinstance(state, dict) or "diffexp" not in state:
+        raise CheckpointError(f"cannot resume from {path}: not a diffexp training checkpoint (no 'diffexp' state)")

@@ -10,7 +10,7 @@ import torch
 import yaml
 from lightning.pytorch.loggers import MLFlowLogger
 
-from diffexp.algorithms.checkpointing import AtomicLastCheckpoint
+from diffexp.algorithms.checkpointing import AtomicLastCheckpoint, verify_checkpoint
 from diffexp.algorithms.csv_logging import ResumableCSVLogger
 
 
@@ -87,6 +87,8 @@ def run(config, resume: bool = True, extra_callbacks: list | None = None):
     )
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.exists() else None
+    if ckpt_path:
+        verify_checkpoint(ckpt_path)
     if trainer.is_global_zero:
         print_batch_arithmetic(config)
         if ckpt_path:

@@ -263,3 +263,37 @@ def test_status_of_a_study_never_run(tmp_path, capsys):
 
     assert sweep_main([str(TINY_GRID), "--status", "--run-dir", str(tmp_path / "rd")]) == 2
     assert "no study 'tiny_grid'" in capsys.readouterr().err and not (tmp_path / "rd").exists()
+
+
+EMBEDDED = ROOT / "experiments" / "ablations" / "embedded_ablation.yaml"
+
+
+def test_profiles_change_budget_and_seeds_and_keep_their_own_study():
+    default, quick, full = (load_study(EMBEDDED, p) for p in (None, "quick", "full"))
+    assert default.name == "embedded_ablation" and quick.name == "embedded_ablation-quick" and full.name == "embedded_ablation-full"
+    assert (len(default.cells()), len(quick.cells()), len(full.cells())) == (24, 8, 40)
+    assert load_study(EMBEDDED, "default").name == default.name
+
+    def budgets(study):
+        out = {}
+        for cell in study.cells():
+            c = study.build_config(cell)
+            out[c.algorithm] = (c.sample.num_steps, c.sample.num_batches_per_epoch, c.run.num_epochs)
+        return out
+
+    assert budgets(default) == {"ddpo": (10, 1, 10), "alignprop": (10, 2, 16)}
+    assert budgets(quick) == {"ddpo": (10, 1, 2), "alignprop": (10, 2, 2)}  # variant overrides merge, the rest stays
+    assert budgets(full) == {"ddpo": (20, 2, 30), "alignprop": (20, 2, 30)}
+    assert quick.profile == "quick" and default.profile is None
+
+
+@pytest.mark.parametrize("profiles, pick, message", [
+    ({"q": {"grid": {"run.seed": [0]}}}, "nope", "no profile 'nope' (known: default, q)"),
+    ({"q": {"grid": {"no.such": [0]}}}, "q", "not axes of the grid"),
+    ({"q": {"grid": {"run.seed": {"a": {}}}}}, "q", "a plain axis takes a list"),
+    ({"q": {"overrides": {"run.output_dir": "x"}}}, "q", "set by the harness"),
+    ({"q": {"workers": 0}}, "q", "profiles.q.workers"),
+])
+def test_profile_errors_name_the_field(profiles, pick, message):
+    with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        study_from_dict(tiny(profiles=profiles), TINY_GRID, pick)

@@ -1,4 +1,4 @@
-"""End to end on the tiny SD 1.5 twin: grids with 2 workers (SQLite, PostgreSQL), a worker killed
+"""End to end on the tiny SD 1.5 twin: grids with 4 workers (SQLite, PostgreSQL), a worker killed
 mid-trial, and a TPE search with pruning. Acceptance tests of the sweep harness (issue #7)."""
 
 import os
@@ -72,13 +72,14 @@ def assert_every_cell_exactly_once(ctx, epochs: int, per_epoch: int = 2):
     return study
 
 
-def grid_two_workers(tmp_path, capfd, storage=None):
+def grid_with_workers(tmp_path, capfd, storage=None, workers=4):
     path = study_file(tmp_path, heartbeat_interval=2, grace_period=60)
     ctx = resolve_context(path, tmp_path / "run", storage)
-    argv = [str(path), "--workers", "2", "--run-dir", str(tmp_path / "run")] + (["--storage", storage] if storage else [])
+    argv = [str(path), "--workers", str(workers), "--run-dir", str(tmp_path / "run")] + (["--storage", storage] if storage else [])
     assert sweep_main(argv) == 0  # what `diffexp sweep` runs
     out = capfd.readouterr().out
-    assert "[sweep" in out and " w0]" in out and " w1]" in out  # both workers ran trials
+    ran = {w for w in range(workers) if f" w{w}] trial" in out}
+    assert len(ran) >= 2, out[-3000:]  # the workers shared the grid (which ones got a cell is a race)
     assert f"study {ctx.study.name}: done 4/4, running 0, failed 0, remaining 0" in out
     assert "best trial #" in out
     assert_every_cell_exactly_once(ctx, epochs=2)
@@ -86,8 +87,8 @@ def grid_two_workers(tmp_path, capfd, storage=None):
 
 
 @pytest.mark.slow
-def test_grid_two_workers_sqlite(tmp_path, capfd):
-    ctx = grid_two_workers(tmp_path, capfd)
+def test_grid_four_workers_sqlite(tmp_path, capfd):
+    ctx = grid_with_workers(tmp_path, capfd)
     assert ctx.storage.url == f"sqlite:///{(tmp_path / 'run').resolve()}/optuna.db"
     assert ctx.tracking_uri == f"sqlite:///{(tmp_path / 'run').resolve()}/mlflow.db"
     # re-running a finished study runs nothing and changes nothing
@@ -102,8 +103,8 @@ def test_grid_two_workers_sqlite(tmp_path, capfd):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not POSTGRES_URL, reason="DIFFEXP_TEST_POSTGRES_URL is not set (start a server: eval \"$(bash benchmark/ci/postgres.sh)\")")
-def test_grid_two_workers_postgres(tmp_path, capfd):
-    ctx = grid_two_workers(tmp_path, capfd, storage=POSTGRES_URL)
+def test_grid_four_workers_postgres(tmp_path, capfd):
+    ctx = grid_with_workers(tmp_path, capfd, storage=POSTGRES_URL)
     assert ctx.storage.url.startswith("postgresql")
 
 
