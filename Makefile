@@ -10,6 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+PROFILE ?= default
 
 .PHONY: venv demo test test-fast clean-venv
 
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) -m diffexp demo
+	$(PY) -m diffexp ablation --profile $(PROFILE)
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

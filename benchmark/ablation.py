@@ -39,7 +39,7 @@ def report_dir(profile: str) -> Path:
 
 def run_ablation_command(args: argparse.Namespace) -> int:
     from benchmark.harness.worker import resolve_context, run_sweep
-    from benchmark.reporting.cli import terminal_summary
+    from benchmark.reporting.cli import print_result
     from benchmark.reporting.report import build_report
 
     if args.workers is not None and args.workers < 1:
@@ -53,12 +53,8 @@ def run_ablation_command(args: argparse.Namespace) -> int:
     swept = time.perf_counter() - start
     out = args.out or report_dir(args.profile)
     result = build_report(ctx.run_dir, out=out, command=["diffexp", *sys.argv[1:]])
-    for note in result.study.notes:
-        print(f"note: {note}")
-    print(f"\nreport: {result.html.resolve()}")
-    if not result.summary.empty:
-        print(result.summary_title)
-        print(terminal_summary(result.summary))
+    print()
+    print_result(result)
     total = time.perf_counter() - start
     print(f"\nprofile {args.profile}: study {swept / 60:.1f} min, with the report {total / 60:.1f} min"
           f" ({workers} worker(s), {ctx.total} runs); re-run the same command to resume an unfinished study")

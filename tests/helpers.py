@@ -29,3 +29,14 @@ def reference_truncated_grads(pipe, params, traj, ks, scale: float) -> torch.Ten
     for p in params:
         p.grad = None
     return grads
+
+
+def tiny_open_clip_config(quick_gelu: bool = False) -> dict:
+    """An open_clip model config (register it in ``open_clip.factory._MODEL_CONFIGS``) for tiny
+    random twins of the CLIP towers that real rewards use, with CLIP's 49408-token vocabulary."""
+    config = dict(
+        embed_dim=16,
+        vision_cfg=dict(image_size=32, layers=1, width=32, head_width=16, patch_size=8),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
+    )
+    return {**config, "quick_gelu": True} if quick_gelu else config

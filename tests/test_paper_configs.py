@@ -15,6 +15,7 @@ from transformers import CLIPConfig, CLIPModel
 
 from benchmark.harness.study import load_study
 from diffexp.algorithms.runner import run
+from tests.helpers import tiny_open_clip_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = sorted((ROOT / "experiments" / "paper").glob("*.yaml"))
@@ -23,12 +24,7 @@ TINY_CLIP = "diffexp-tiny-paper"
 
 @pytest.fixture(scope="module")
 def reward_twins(tmp_path_factory):
-    factory._MODEL_CONFIGS[TINY_CLIP] = dict(
-        embed_dim=16,
-        vision_cfg=dict(image_size=32, layers=1, width=32, head_width=16, patch_size=8),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
-        quick_gelu=True,
-    )
+    factory._MODEL_CONFIGS[TINY_CLIP] = tiny_open_clip_config(quick_gelu=True)
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("twins")
     torch.save(open_clip.create_model(TINY_CLIP).state_dict(), folder / "open_clip_pytorch_model.bin")

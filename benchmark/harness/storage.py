@@ -65,6 +65,13 @@ def redact(url: str) -> str:
         return url
 
 
+def _expand(path: str, url: str) -> Path:
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # "~user" of an unknown user
+        raise StorageError(f"storage {url}: cannot expand the home directory in {path!r}; give an absolute path") from None
+
+
 def parse_storage_url(url: str | None, run_dir: str | Path, create_dirs: bool = True) -> StorageSpec:
     """Validate a storage URL (default: SQLite in ``run_dir``); raises :class:`StorageError`.
 
@@ -80,7 +87,7 @@ def parse_storage_url(url: str | None, run_dir: str | Path, create_dirs: bool = 
             rest = rest[2:]
         if not rest:
             raise StorageError("storage journal:<file> needs a file path, e.g. journal:runs/sweeps/study/optuna.journal")
-        path = Path(rest).expanduser()  # relative paths: from the working directory
+        path = _expand(rest, url)  # relative paths: from the working directory
         if create_dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
         return StorageSpec(url=f"journal:{path.resolve()}", kind="journal", path=path.resolve())
@@ -120,7 +127,7 @@ def parse_storage_url(url: str | None, run_dir: str | Path, create_dirs: bool = 
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file::memory"):
             raise StorageError(f"storage {url}: an in-memory SQLite database cannot be shared by workers; give a file, sqlite:///path/to/optuna.db")
-        path = Path(parsed.database).expanduser()
+        path = _expand(parsed.database, redact(url))
         if create_dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
     return StorageSpec(url=url, kind="rdb", path=path)

@@ -171,6 +171,7 @@ class Profile(_Strict):
         description="axis -> values that replace the axis's (e.g. run.seed: [0]); for a named axis, "
         "variant -> {overrides: ...} merged over that variant's overrides")
     workers: int | None = Field(None, ge=1, description="replaces the study's `workers`")
+    search: dict[str, Any] = Field(default_factory=dict, description="search fields it replaces (n_trials, pruner: {...}, ...)")
 
 
 class StudySpec(_Strict):
@@ -640,6 +641,14 @@ def apply_profile(spec: StudySpec, profile: str, source: str) -> dict[str, Any]:
                 variants[name] = variant
             grid[axis] = variants
         data["grid"] = grid
+    if chosen.search:
+        if spec.search is None:
+            raise StudyError(f"invalid study file {source}:\n  profiles.{profile}.search: the study is a grid, not a search")
+        search = dict(data["search"])
+        for key, value in chosen.search.items():
+            merge = isinstance(value, dict) and isinstance(search.get(key), dict) and key != "space"
+            search[key] = {**search[key], **value} if merge else value
+        data["search"] = search
     if chosen.workers:
         data["workers"] = chosen.workers
     if chosen.description:

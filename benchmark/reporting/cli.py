@@ -56,10 +56,16 @@ def run_report_command(args: argparse.Namespace) -> int:
         raise ValueError("give a study or run directory, or --tracking-uri")
     result = build_report(args.path, out=args.out, tracking_uri=args.tracking_uri, experiments=args.experiments,
                           budgets=_parse_budgets(args.budgets), reps=args.reps, seed=args.seed, command=["diffexp", *sys.argv[1:]])
+    print_result(result)
+    return 0
+
+
+def print_result(result) -> None:
+    """The report's notes, where it went, and its headline table (one screen)."""
     for note in result.study.notes:
         print(f"note: {note}")
-    print(f"wrote {result.html} ({len(result.study.runs)} runs, {len(result.figures)} figures, {len(result.table_files)} table files)")
+    print(f"wrote {result.html} ({len(result.study.runs)} runs, {len(result.figures)} figures, "
+          f"{len(result.table_files)} table files)")
     if not result.summary.empty:
         print(result.summary_title)
         print(terminal_summary(result.summary))
-    return 0

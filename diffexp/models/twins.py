@@ -61,9 +61,13 @@ def tiny_sd15_pipeline(seed: int = 0, sample_size: int = 16) -> StableDiffusionP
         attention_head_dim=8,
         norm_num_groups=8,
     )
+    return _sd_pipeline(unet, _vae(), CLIPTextModel(clip_text_config(32)))
+
+
+def _sd_pipeline(unet, vae, text_encoder) -> StableDiffusionPipeline:
     pipe = StableDiffusionPipeline(
-        vae=_vae(),
-        text_encoder=CLIPTextModel(clip_text_config(32)),
+        vae=vae,
+        text_encoder=text_encoder,
         tokenizer=clip_tokenizer(),
         unet=unet,
         scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG),
@@ -129,15 +133,4 @@ def sd15_sized_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     )
     text_config = clip_text_config(768, layers=12, heads=12)
     text_config.intermediate_size = 3072  # CLIP ViT-L/14's text tower
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=CLIPTextModel(text_config),
-        tokenizer=clip_tokenizer(),
-        unet=unet,
-        scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _sd_pipeline(unet, vae, CLIPTextModel(text_config))

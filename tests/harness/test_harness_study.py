@@ -297,3 +297,13 @@ def test_profiles_change_budget_and_seeds_and_keep_their_own_study():
 def test_profile_errors_name_the_field(profiles, pick, message):
     with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(")", r"\)")):
         study_from_dict(tiny(profiles=profiles), TINY_GRID, pick)
+
+
+def test_search_profile_replaces_budget_and_merges_the_pruner():
+    study = load_study(ROOT / "experiments" / "searches" / "embedded_cfg_tpe.yaml", "quick")
+    search = study.spec.search
+    assert study.name == "embedded_cfg_tpe-quick" and search.n_trials == 10 and search.n_startup_trials == 4
+    assert search.pruner.kind == "median" and search.pruner.n_warmup_steps == 32 and search.pruner.n_startup_trials == 3
+    assert set(search.space) == set(load_study(ROOT / "experiments" / "searches" / "embedded_cfg_tpe.yaml").spec.search.space)
+    with pytest.raises(StudyError, match="the study is a grid"):
+        study_from_dict(tiny(profiles={"q": {"search": {"n_trials": 2}}}), TINY_GRID, "q")

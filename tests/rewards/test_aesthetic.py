@@ -11,6 +11,7 @@ from open_clip import factory
 from diffexp.rewards import build_reward
 from diffexp.rewards.aesthetic import AestheticMLP
 from diffexp.rewards.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from tests.helpers import tiny_open_clip_config
 
 TINY = "diffexp-tiny-aesthetic"
 REFERENCE_KEYS = {f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias")}
@@ -29,12 +30,7 @@ class ReferenceHead(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
-    factory._MODEL_CONFIGS[TINY] = dict(
-        embed_dim=16,
-        vision_cfg=dict(image_size=32, layers=1, width=32, head_width=16, patch_size=8),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
-        quick_gelu=True,
-    )
+    factory._MODEL_CONFIGS[TINY] = tiny_open_clip_config(quick_gelu=True)
     torch.manual_seed(0)
     clip = open_clip.create_model(TINY).eval()
     head = ReferenceHead(16).eval()

@@ -10,6 +10,7 @@ from open_clip import factory
 
 from diffexp.rewards import build_reward
 from diffexp.rewards.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from tests.helpers import tiny_open_clip_config
 
 TINY = "diffexp-tiny-hps"
 PROMPTS = ["a red colored car.", "a cat on a mat", "two dogs"]
@@ -17,11 +18,7 @@ PROMPTS = ["a red colored car.", "a cat on a mat", "two dogs"]
 
 @pytest.fixture(scope="module")
 def twins(tmp_path_factory):
-    factory._MODEL_CONFIGS[TINY] = dict(
-        embed_dim=16,
-        vision_cfg=dict(image_size=32, layers=1, width=32, head_width=16, patch_size=8),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1),
-    )
+    factory._MODEL_CONFIGS[TINY] = tiny_open_clip_config()
     folder = tmp_path_factory.mktemp("hps")
     models = {}
     for seed, filename in enumerate(["HPS_v2_compressed.pt", "HPS_v2.1_compressed.pt"]):
