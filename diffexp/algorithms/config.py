@@ -165,6 +165,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must contain a mapping at the top level, got {type(data).__name__}")
+        _check_keys(data, str(path))
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -178,6 +179,15 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         return kind(**data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, str(path) if path else "(defaults)")) from None
+
+
+def _check_keys(data: dict, source: str, prefix: str = "") -> None:
+    """Field names must be strings (YAML also allows numbers, null and lists as keys)."""
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"invalid config {source}:\n  {prefix}{key!r}: field names must be strings")
+        if isinstance(value, dict):
+            _check_keys(value, source, f"{prefix}{key}.")
 
 
 def config_class(algorithm: str):
