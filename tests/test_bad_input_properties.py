@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from benchmark.harness.storage import StorageError, parse_storage_url
 from benchmark.harness.study import StudyError, study_from_dict
+from benchmark.harness.tracking import flatten_config
 from diffexp.algorithms.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def _names_a_field(message: str, keys) -> bool:
 def test_malformed_run_configs_name_the_field(mutations):
     data = yaml.safe_load(yaml.safe_dump(RUN_CONFIG))
     try:
-        load_config(None, {**_flat(data), **mutations})
+        load_config(None, {**flatten_config(data), **mutations})
     except ConfigError as err:
         assert _names_a_field(str(err), mutations), (mutations, str(err))
 
@@ -63,16 +64,6 @@ def test_arbitrary_config_files_are_rejected_cleanly(tmp_path_factory, text):
         load_config(path)
     except ConfigError as err:
         assert str(path) in str(err) or "invalid config" in str(err), str(err)
-
-
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 study_keys = st.one_of(
