@@ -83,7 +83,7 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.trial_key = '{trial_key}'", max_results=5)
         if not runs:
             return None
-        return sorted(runs, key=lambda r: r.info.start_time or 0)[0].info.run_id
+        return min(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id)).info.run_id
 
     def start_trial(self, trial_key: str, tags: dict[str, str], params: dict[str, Any], config) -> str:
         """The trial's MLflow run (existing one for a retried trial), with params, tags and the config."""
@@ -91,7 +91,12 @@ class Tracker:
 
         run_id = self.find_run(trial_key)
         if run_id is None:
-            run_id = self.client.create_run(self.experiment_id, run_name=trial_key, tags={"trial_key": trial_key}).info.run_id
+            created = self.client.create_run(self.experiment_id, run_name=trial_key, tags={"trial_key": trial_key}).info.run_id
+            # A worker whose trial was declared dead (no heartbeat) may start its run at the same
+            # moment as the retry: the earliest run wins, so a cell never has two.
+            run_id = self.find_run(trial_key)
+            if run_id != created:
+                self.client.delete_run(created)
         else:
             self.client.update_run(run_id, status="RUNNING")
         all_params = {f"sweep.{k}": v for k, v in params.items()}

@@ -175,3 +175,27 @@ def test_a_finished_result_is_not_retrained(tmp_path, monkeypatch):
     (trial_dir / "result.json").write_text(json.dumps({"value": 0.25, "config_hash": config_hash(ctx.study.build_config(cell))}))
     Worker(ctx, "w").run(max_trials=1)
     assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].value == 0.25
+
+
+def test_simultaneous_mlflow_runs_of_one_cell_collapse_to_the_earliest(tmp_path, monkeypatch):
+    """A worker declared dead may start its MLflow run at the same moment as the retry: both look,
+    find none and create one; the later one is deleted and both log into the earliest."""
+    from benchmark.harness.tracking import Tracker
+
+    ctx = context(tmp_path)
+    tracker = Tracker(ctx.tracking_uri, ctx.study.name, ctx.run_dir)
+    cell = ctx.study.cells()[0]
+    config = ctx.study.build_config(cell)
+    first = tracker.start_trial(cell.key, {"worker": "w0"}, cell.params, config)
+    real_find = tracker.find_run
+    calls = []
+
+    def racing_find(key):  # the second worker's first look happens before the first run exists
+        calls.append(key)
+        return None if len(calls) == 1 else real_find(key)
+
+    monkeypatch.setattr(tracker, "find_run", racing_find)
+    second = tracker.start_trial(cell.key, {"worker": "w1"}, cell.params, config)
+    assert second == first
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    assert [r.info.run_id for r in runs] == [first]  # the duplicate was deleted
