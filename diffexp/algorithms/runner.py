@@ -56,6 +56,8 @@ def run(config, resume: bool = True, extra_callbacks: list | None = None):
     """Train; returns the fitted module. Re-running with the same name resumes from ``last.ckpt``."""
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
+    # cuDNN convolutions default to TF32; the replayed minibatches of DDPO then round differently.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = config.run.allow_tf32
     L.seed_everything(config.run.seed, workers=True, verbose=False)
     run_dir = Path(config.run.output_dir) / config.run.name
     run_dir.mkdir(parents=True, exist_ok=True)

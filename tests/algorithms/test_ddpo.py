@@ -214,3 +214,13 @@ def test_kill_9_and_resume_counts_every_query_once(tmp_path, algorithm):
     assert final == 80  # 20 epochs x 4 samples, whatever the kill point
     queries = metrics(tmp_path, "k")["reward_queries"].tolist()
     assert queries == list(range(4, 81, 4))  # each epoch logged once: rows past the checkpoint were dropped
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_tf32_follows_the_config(tmp_path, allow):
+    """TF32 is off by default (the replayed PPO ratio stays within 1e-5 of 1 on GPUs)."""
+    torch.backends.cudnn.allow_tf32 = not allow
+    run(config(tmp_path, **{"run.num_epochs": 1, "run.eval_every": 5, "run.allow_tf32": allow}))
+    assert torch.backends.cudnn.allow_tf32 is allow and torch.backends.cuda.matmul.allow_tf32 is allow
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default, for the tests after this one
+    torch.backends.cuda.matmul.allow_tf32 = False
