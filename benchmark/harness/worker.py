@@ -220,12 +220,12 @@ def trial_callback(worker: "Worker", trial, key: str, heartbeat: Heartbeat, prun
 
 def checkpoint_usable(path: Path) -> bool:
     """A checkpoint torn by a crash mid-write must not stop the retry: set it aside instead."""
-    import torch
+    from diffexp.algorithms.checkpointing import CheckpointError, verify_checkpoint
 
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        verify_checkpoint(path)
         return True
-    except Exception:  # noqa: BLE001
+    except CheckpointError:
         path.rename(path.with_name(f"{path.name}.broken-{int(time.time())}"))
         return False
 

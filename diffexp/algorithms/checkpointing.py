@@ -36,15 +36,16 @@ class CheckpointError(ValueError):
 def verify_checkpoint(path: str | Path) -> None:
     """Refuse a checkpoint that is truncated or holds pickled code, before Lightning reads it.
 
-    Loading with ``weights_only=True`` never runs code from the file (a payload is an error here).
+    Loading with ``weights_only=True`` never runs code from the file (a payload is an error here);
+    ``mmap`` maps the tensors instead of reading them, so the check costs little before the real load.
     """
     import pickle
 
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"cannot resume from {path}: not a safe, complete checkpoint ({first}). Move it away to start "

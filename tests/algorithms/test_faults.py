@@ -61,7 +61,7 @@ def test_sigkill_at_each_phase_then_resume_gives_the_uninterrupted_curve(tmp_pat
                                            obj=f"{phase}: {column}")
 
 
-class NaNAtEpoch(Reward):
+class NaNOnSecondCall(Reward):
     """Brightness, except every score of the second call is NaN."""
 
     name = "nan_at_second_call"
@@ -84,7 +84,7 @@ def test_non_finite_reward_stops_the_run_naming_step_and_reward(tmp_path, monkey
 
     import diffexp.algorithms.base as base
 
-    monkeypatch.setattr(base, "resolve_reward", lambda config: NaNAtEpoch())
+    monkeypatch.setattr(base, "resolve_reward", lambda config: NaNOnSecondCall())
     overrides = {
         "algorithm": algorithm, "model.pretrained": "tiny-sd15", "sample.num_steps": 2, "sample.batch_size": 2,
         "sample.num_batches_per_epoch": 1, "prompts.set": "list", "prompts.prompts": ["a cat"], "prompts.eval_options": {},
