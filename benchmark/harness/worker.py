@@ -195,6 +195,15 @@ def trial_callback(worker: "Worker", trial, key: str, heartbeat: Heartbeat, prun
     import optuna
 
     class TrialCallback(L.Callback):
+        def on_exception(self, trainer, module, exception: BaseException) -> None:
+            # Lightning marks its MLflow run FAILED next; if a retry of this trial owns that run
+            # now (this worker was declared dead), leave the run to it.
+            heartbeat.beat()
+            if heartbeat.lost:
+                for logger in trainer.loggers:
+                    if hasattr(logger, "detach"):
+                        logger.detach()
+
         def on_train_batch_end(self, *args, **kwargs) -> None:
             if heartbeat.lost:
                 raise TrialLost(f"trial #{trial.number} was declared dead by another worker")

@@ -29,6 +29,29 @@ def default_tracking_uri(output_dir: str | Path) -> str:
     return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
 
 
+class RunMLFlowLogger(MLFlowLogger):
+    """Lightning's MLflow logger, which a sweep worker can detach from a run it no longer owns:
+    when the harness declares a worker dead and re-runs its trial into the same MLflow run, the
+    old worker must neither log into that run nor mark it FAILED on its way out."""
+
+    detached = False
+
+    def detach(self) -> None:
+        self.detached = True
+
+    def log_metrics(self, metrics, step=None) -> None:
+        if not self.detached:
+            super().log_metrics(metrics, step)
+
+    def log_hyperparams(self, params) -> None:
+        if not self.detached:
+            super().log_hyperparams(params)
+
+    def finalize(self, status: str = "success") -> None:
+        if not self.detached:
+            super().finalize(status)
+
+
 def build_loggers(config, run_dir: Path) -> list:
     loggers = []
     if "csv" in config.run.loggers:
@@ -36,7 +59,7 @@ def build_loggers(config, run_dir: Path) -> list:
     if "mlflow" in config.run.loggers:
         uri = config.run.mlflow_tracking_uri or default_tracking_uri(config.run.output_dir)
         tags = {"algorithm": config.algorithm, "strategy": config.exploration.strategy, **config.run.mlflow_tags}
-        loggers.append(MLFlowLogger(experiment_name=config.run.mlflow_experiment or config.run.name, tracking_uri=uri,
+        loggers.append(RunMLFlowLogger(experiment_name=config.run.mlflow_experiment or config.run.name, tracking_uri=uri,
                                     run_name=config.run.name, run_id=config.run.mlflow_run_id, tags=None if config.run.mlflow_run_id else tags))
     return loggers
 

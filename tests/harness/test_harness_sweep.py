@@ -82,7 +82,11 @@ def grid_with_workers(tmp_path, capfd, storage=None, workers=4):
     assert len(ran) >= 2, out[-3000:]  # the workers shared the grid (which ones got a cell is a race)
     assert f"study {ctx.study.name}: done 4/4, running 0, failed 0, remaining 0" in out
     assert "best trial #" in out
-    assert_every_cell_exactly_once(ctx, epochs=2)
+    try:
+        assert_every_cell_exactly_once(ctx, epochs=2)
+    except AssertionError:
+        print(out[-6000:])  # the workers' log, for the failure report
+        raise
     return ctx
 
 
@@ -159,6 +163,45 @@ def test_worker_killed_mid_trial(tmp_path):
     if killed.number == victim.number:  # it had a checkpoint: the retry resumed from it
         assert retries[0].user_attrs["diffexp:resumed_from"].endswith(f"{killed.user_attrs[KEY_ATTR]}/checkpoints/last.ckpt")
         assert "resuming from" in text
+
+
+@pytest.mark.slow
+def test_a_worker_declared_dead_leaves_the_retrys_mlflow_run_alone(tmp_path, monkeypatch):
+    """A live worker whose trial another worker declared dead (a heartbeat stalled on a busy
+    database) stops at its next batch without logging into, or failing, the MLflow run its
+    retry now owns."""
+    import benchmark.harness.worker as worker_module
+    from benchmark.harness.worker import Worker
+
+    path = study_file(tmp_path, overrides={"run.num_epochs": 3, "run.eval_every": 3})
+    ctx = resolve_context(path, tmp_path / "run")
+    setup_study(ctx)
+    w = Worker(ctx, "w")
+    real_callback = worker_module.trial_callback
+    seen = {}
+
+    def declared_dead_after_first_epoch(worker, trial, key, heartbeat, prune):
+        callback = real_callback(worker, trial, key, heartbeat, prune)
+        real_epoch_end = callback.on_train_epoch_end
+
+        def on_train_epoch_end(trainer, module):
+            if trainer.current_epoch == 0:  # what the reaper and the retry's worker do meanwhile
+                worker.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                run_id = trial.user_attrs["diffexp:mlflow_run_id"]
+                worker.tracker.finish_trial(run_id, "COMPLETE", 1.0)
+                seen["run_id"], seen["losses"] = run_id, len(worker.tracker.client.get_metric_history(run_id, "loss"))
+                heartbeat.beat()
+            real_epoch_end(trainer, module)
+
+        callback.on_train_epoch_end = on_train_epoch_end
+        return callback
+
+    monkeypatch.setattr(worker_module, "trial_callback", declared_dead_after_first_epoch)
+    trial = w.claim_waiting()
+    assert w.run_trial(trial) == "LOST"
+    run = w.tracker.client.get_run(seen["run_id"])
+    assert run.info.status == "FINISHED"  # not the FAILED Lightning sets on an exception
+    assert len(w.tracker.client.get_metric_history(seen["run_id"], "loss")) == seen["losses"]
 
 
 @pytest.mark.slow
