@@ -20,7 +20,9 @@ def add_embedded_command(sub: argparse._SubParsersAction) -> None:
     train = actions.add_parser("train", help="train VAE, generator, alignment CLIP and aesthetic predictor (resumable)")
     for f in fields(TrainSettings):
         train.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f"(default {f.default})")
-    train.add_argument("--stages", nargs="*", help="only these stages (vae latents generator generator_finetune reward_clip aesthetic)")
+    train.add_argument("--stages", nargs="*", help="only these stages (vae latents generator generator_finetune generator_refine reward_clip aesthetic)")
+    train.add_argument("--from-shipped", action="store_true",
+                       help="start from the shipped generator (as the finished generator_finetune stage) instead of retraining it")
     train.set_defaults(func=_train)
 
     evaluate = actions.add_parser("evaluate", help="measure prompt following, DiffExp's premises and the rewards (model-card figures)")
@@ -38,6 +40,10 @@ def _train(args) -> int:
     from diffexp.embedded.training import train
 
     settings = TrainSettings(**{f.name: getattr(args, f.name) for f in fields(TrainSettings)})
+    if args.from_shipped:
+        from diffexp.embedded.training import seed_from_shipped
+
+        seed_from_shipped(settings, WEIGHTS_DIR / "pipeline")
     train(settings, only=args.stages)
     return 0
 
@@ -73,18 +79,18 @@ def _ship(args) -> int:
     from transformers import CLIPModel, CLIPVisionModelWithProjection
 
     work = Path(args.work_dir)
-    for stage in ("generator_finetune", "reward_clip", "aesthetic"):
+    for stage in ("generator_refine", "reward_clip", "aesthetic"):
         if not (work / stage / "DONE").exists():
             raise FileNotFoundError(f"stage {stage} has not finished in {work}; run `diffexp embedded train` first")
     WEIGHTS_DIR.mkdir(exist_ok=True)
     target = WEIGHTS_DIR / "pipeline"
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(work / "generator_finetune" / "pipeline", target)
+    shutil.copytree(work / "generator_refine" / "pipeline", target)
     CLIPModel.from_pretrained(work / "reward_clip" / "model").to(torch.float16).save_pretrained(WEIGHTS_DIR / "reward_clip")
     tower = CLIPVisionModelWithProjection.from_pretrained(work / "aesthetic" / "model")
     tower.to(torch.float16).save_pretrained(WEIGHTS_DIR / "aesthetic")
     shutil.copy(work / "aesthetic" / "model" / "head.safetensors", WEIGHTS_DIR / "aesthetic" / "head.safetensors")
-    for stage in ("vae", "generator", "generator_finetune", "reward_clip", "aesthetic"):
+    for stage in ("vae", "generator", "generator_finetune", "generator_refine", "reward_clip", "aesthetic"):
         shutil.copy(work / stage / "DONE", WEIGHTS_DIR / f"{stage}_training.json")
     size = sum(f.stat().st_size for f in WEIGHTS_DIR.rglob("*") if f.is_file())
     print(f"shipped to {WEIGHTS_DIR} ({size / 2**20:.1f} MiB)")

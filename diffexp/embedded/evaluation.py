@@ -50,13 +50,18 @@ def prompt_following(pipe, per_prompt: int = 4, guidance: float = 5.0, steps: in
 
 
 def cfg_premise(pipe, scales=(1.0, 2.0, 3.0, 5.0, 7.5), per_prompt: int = 4, steps: int = 20) -> list[dict[str, float]]:
-    """Accuracy and within-prompt diversity of base-model samples at each CFG scale."""
-    prompts = [p.text for p in get_prompt_set("objects", "train")] + [p.text for p in get_prompt_set("relations", "train")[::4]]
+    """Accuracy (all prompts, and objects / relations apart) and within-prompt diversity of
+    base-model samples at each CFG scale."""
+    objects = [p.text for p in get_prompt_set("objects", "train")]
+    prompts = objects + [p.text for p in get_prompt_set("relations", "train")[::4]]
     texts = [t for t in prompts for _ in range(per_prompt)]
+    is_object = np.array([t in set(objects) for t in texts])
     rows = []
     for scale in tqdm(scales, desc="cfg sweep", leave=False):
         images = sample_images(pipe, texts, scale, steps)
-        rows.append({"cfg": scale, "accuracy": float(evaluate(images, texts).mean()), "diversity": within_prompt_diversity(images, texts)})
+        correct = evaluate(images, texts)
+        rows.append({"cfg": scale, "accuracy": float(correct.mean()), "accuracy_objects": float(correct[is_object].mean()),
+                     "accuracy_relations": float(correct[~is_object].mean()), "diversity": within_prompt_diversity(images, texts)})
     return rows
 
 

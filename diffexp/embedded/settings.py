@@ -23,6 +23,10 @@ class TrainSettings:
     finetune_steps: int = 1000
     finetune_lr: float = 2e-4
     finetune_composition_share: float = 0.4  # second phase: compositions shown more often (still a minority)
+    refine_steps: int = 2000
+    refine_lr: float = 2e-4
+    refine_composition_share: float = 0.5  # third phase: half compositions, so relations are learnt in part
+    caption_noise: float = 0.1  # third phase: a random other caption, as web captions often mismatch (CFG then sharpens)
     caption_dropout: float = 0.1  # empty caption -> the unconditional branch CFG needs
     ema_decay: float = 0.999
     checkpoint_every: int = 250

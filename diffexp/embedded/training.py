@@ -183,12 +183,22 @@ def finetune_generator(settings: TrainSettings) -> Path:
                            composition_share=settings.finetune_composition_share, init_stage="generator")
 
 
+def refine_generator(settings: TrainSettings) -> Path:
+    """A third phase with half compositions and caption noise (``caption_noise``: a random other
+    caption, as web captions often mismatch their image). The noise is what makes CFG matter here
+    as it does in SD: the conditional model alone puts some mass on mismatched images, and
+    guidance pushes samples back toward the caption."""
+    return _train_denoiser(settings, "generator_refine", settings.refine_steps, settings.refine_lr,
+                           composition_share=settings.refine_composition_share, init_stage="generator_finetune",
+                           caption_noise=settings.caption_noise)
+
+
 def _is_composition(caption: str) -> bool:
     return any(f" {r} " in caption for r in ("above", "below", "left of", "right of"))
 
 
 def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
-                    composition_share: float | None, init_stage: str | None = None) -> Path:
+                    composition_share: float | None, init_stage: str | None = None, caption_noise: float = 0.0) -> Path:
     ckpt = StageCheckpoint(Path(settings.work_dir) / stage)
     if ckpt.done:
         return ckpt.dir
@@ -213,11 +223,12 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
         for name, module in modules.items():
             module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
     start, _ = ckpt.load(modules, opt, sched)
-    ema.optimization_step = start if init_stage is None else start + settings.gen_steps
+    earlier = {None: 0, "generator": settings.gen_steps, "generator_finetune": settings.gen_steps + settings.finetune_steps}
+    ema.optimization_step = start + earlier[init_stage]
     alphas = noise_sched.alphas_cumprod
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=stage, dynamic_ncols=True)
     for step in bar:
-        g = torch.Generator().manual_seed(settings.seed * 1_000_003 + step + (0 if init_stage is None else 7_777_777))
+        g = torch.Generator().manual_seed(settings.seed * 1_000_003 + step + 7_777_777 * list(earlier).index(init_stage))
         if composition_share is None:
             idx = torch.randint(0, len(captions), (settings.gen_batch,), generator=g)
         else:
@@ -226,6 +237,10 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
             idx = torch.cat(pick)
         z0 = (latents["mean"][idx].float() + latents["std"][idx].float() * torch.randn(settings.gen_batch, 4, 8, 8, generator=g)) * scaling
         texts = ["" if torch.rand(1, generator=g).item() < settings.caption_dropout else captions[i] for i in idx.tolist()]
+        if caption_noise:
+            swap = torch.rand(len(texts), generator=g) < caption_noise
+            others = torch.randint(len(captions), (len(texts),), generator=g)
+            texts = [captions[int(o)] if s and t else t for t, s, o in zip(texts, swap.tolist(), others)]
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (settings.gen_batch,), generator=g)
         noise = torch.randn(z0.shape, generator=g)
         a = alphas[t].view(-1, 1, 1, 1)
@@ -285,6 +300,7 @@ def stages() -> dict:
         "latents": encode_dataset,
         "generator": train_generator,
         "generator_finetune": finetune_generator,
+        "generator_refine": refine_generator,
         "reward_clip": train_reward_clip,
         "aesthetic": train_aesthetic,
     }
@@ -311,7 +327,7 @@ def export_generator_checkpoint(settings: TrainSettings, out: Path, use_ema: boo
     inspect a run that is still training."""
     data_dir = Path(settings.work_dir) / "latents"
     scaling = json.loads((data_dir / "DONE").read_text())["scaling_factor"]
-    stage = "generator_finetune" if (Path(settings.work_dir) / "generator_finetune" / "state.pt").exists() else "generator"
+    stage = next(s for s in GENERATOR_STAGES[::-1] + ("generator",) if (Path(settings.work_dir) / s / "state.pt").exists())
     tensors = load_file(str(Path(settings.work_dir) / stage / "weights.safetensors"))
     unet, text_encoder = architecture.unet(), architecture.text_encoder()
     for name, module in (("unet", unet), ("text_encoder", text_encoder)):
@@ -323,3 +339,32 @@ def export_generator_checkpoint(settings: TrainSettings, out: Path, use_ema: boo
                 p.copy_(tensors[f"ema.{i}"])
     save_world_pipeline(settings, unet, text_encoder, Path(out), scaling)
     return Path(out)
+
+
+GENERATOR_STAGES = ("generator", "generator_finetune", "generator_refine")
+
+
+def seed_from_shipped(settings: TrainSettings, pipeline_dir: Path, through: str = "generator_finetune") -> None:
+    """Start a work dir from a shipped pipeline instead of retraining the stages up to ``through``:
+    its VAE becomes the ``vae`` stage and its UNet + text encoder (also as the EMA) the finished
+    ``through`` stage, so later stages continue from it. (fp16 weights, upcast.)"""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    work = Path(settings.work_dir)
+    vae_stage = StageCheckpoint(work / "vae")
+    if not vae_stage.done:
+        vae = AutoencoderKL.from_pretrained(pipeline_dir / "vae", torch_dtype=torch.float32)
+        vae.save_pretrained(vae_stage.dir / "model")
+        vae_stage.mark_done({"seeded_from": str(pipeline_dir)})
+    stage = StageCheckpoint(work / through)
+    if stage.done:
+        return
+    unet = UNet2DConditionModel.from_pretrained(pipeline_dir / "unet", torch_dtype=torch.float32)
+    text_encoder = CLIPTextModel.from_pretrained(pipeline_dir / "text_encoder", torch_dtype=torch.float32)
+    tensors = {f"unet.{k}": v for k, v in unet.state_dict().items()}
+    tensors.update({f"text_encoder.{k}": v for k, v in text_encoder.state_dict().items()})
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    tensors.update({f"ema.{i}": p.detach().clone() for i, p in enumerate(params)})
+    _atomic_save_tensors(tensors, stage.dir / "weights.safetensors")
+    stage.mark_done({"seeded_from": str(pipeline_dir)})

@@ -180,21 +180,32 @@ class TrajectorySampler:
         guided_steps = (plan.guidance_scales != 1.0).any(dim=0).tolist()  # on the host: no GPU sync per step
         scales = plan.guidance_scales.to(self.device)
         all_latents, all_log_probs = [latents.detach()], []
-        for i, t in enumerate(self.scheduler.timesteps):
-            step_grad = grad_mask is not None and grad_any[i]
-            with torch.set_grad_enabled(step_grad):
-                args = (latents, t, cond, uncond, scales[:, i], time_ids, guided_steps[i])
-                if step_grad and self.gradient_checkpointing:
-                    noise = checkpoint(self.noise_pred, *args, use_reentrant=False)
-                else:
-                    noise = self.noise_pred(*args)
-                next_latents, log_prob = ddim_step_with_logprob(self.scheduler, noise, t, latents, self.eta, generator)
-                if step_grad and not grad_all[i]:
-                    keep = grad_mask[:, i].to(self.device).reshape(-1, *([1] * (latents.ndim - 1)))
-                    next_latents = torch.where(keep, next_latents, next_latents.detach())
-            latents = next_latents
-            all_latents.append(latents.detach())
-            all_log_probs.append(log_prob.detach())
+        # Gradient checkpointing per UNet block (diffusers' own, active only on steps with
+        # gradient): backward then holds one block's activations at a time, where checkpointing
+        # the whole UNet call would hold all of them while it recomputes.
+        per_block = grad_mask is not None and self.gradient_checkpointing and self._supports_block_checkpointing()
+        switch_on = per_block and not getattr(self.unet, "is_gradient_checkpointing", False)
+        if switch_on:
+            self.unet.enable_gradient_checkpointing()
+        try:
+            for i, t in enumerate(self.scheduler.timesteps):
+                step_grad = grad_mask is not None and grad_any[i]
+                with torch.set_grad_enabled(step_grad):
+                    args = (latents, t, cond, uncond, scales[:, i], time_ids, guided_steps[i])
+                    if step_grad and self.gradient_checkpointing and not per_block:
+                        noise = checkpoint(self.noise_pred, *args, use_reentrant=False)
+                    else:
+                        noise = self.noise_pred(*args)
+                    next_latents, log_prob = ddim_step_with_logprob(self.scheduler, noise, t, latents, self.eta, generator)
+                    if step_grad and not grad_all[i]:
+                        keep = grad_mask[:, i].to(self.device).reshape(-1, *([1] * (latents.ndim - 1)))
+                        next_latents = torch.where(keep, next_latents, next_latents.detach())
+                latents = next_latents
+                all_latents.append(latents.detach())
+                all_log_probs.append(log_prob.detach())
+        finally:
+            if switch_on:
+                self.unet.disable_gradient_checkpointing()
 
         images = None
         if decode:
@@ -213,6 +224,9 @@ class TrajectorySampler:
             images=images,
             phrase_weights=list(plan.phrase_weights),
         )
+
+    def _supports_block_checkpointing(self) -> bool:
+        return bool(getattr(self.unet, "_supports_gradient_checkpointing", False)) and hasattr(self.unet, "enable_gradient_checkpointing")
 
     def _grad_mask(self, grad_steps: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if grad_steps is None:
