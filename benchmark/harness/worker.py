@@ -130,6 +130,7 @@ def setup_study(ctx: SweepContext, log=print):
     queued = requeued = 0
     if ctx.study.kind == "grid":
         groups = group_trials(study.get_trials(deepcopy=False))
+        refuse_stale_cells(ctx, groups)
         for cell in ctx.study.cells():
             trials = groups.get(cell.key)
             if trials and key_state(trials) != "failed":
@@ -143,6 +144,39 @@ def setup_study(ctx: SweepContext, log=print):
     if queued or requeued:
         log(f"queued {queued} cell(s)" + (f", re-queued {requeued} failed cell(s)" if requeued else ""))
     return study
+
+
+def trial_config(ctx: SweepContext, tspec, key: str):
+    """The run config a trial trains with: the study's, plus where it writes and what it logs to."""
+    run_fields = {
+        "run.output_dir": str(ctx.run_dir / "trials"), "run.name": key,
+        "run.mlflow_tracking_uri": ctx.tracking_uri, "run.mlflow_experiment": ctx.study.name,
+    }
+    config = ctx.study.build_config(tspec, run_fields)
+    config.run.loggers = sorted(set(config.run.loggers) | {"mlflow", "csv"})
+    return config
+
+
+def refuse_stale_cells(ctx: SweepContext, groups: dict) -> None:
+    """A finished cell whose run config now hashes differently (a base config, a default, or the
+    shipped embedded weights changed since it ran) must not pass for a result of this one."""
+    from optuna.trial import TrialState
+
+    from benchmark.harness.study import StudyError
+
+    stale = []
+    for cell in ctx.study.cells():
+        finished = [t for t in groups.get(cell.key, []) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        ran_with = {t.user_attrs.get("diffexp:config_hash") for t in finished} - {None}
+        if ran_with and describe(trial_config(ctx, cell, cell.key))["config_hash"] not in ran_with:
+            stale.append(cell.key)
+    if stale:
+        raise StudyError(
+            f"study {ctx.study.name!r} in {ctx.run_dir} has {len(stale)} finished cell(s) whose run config has changed "
+            f"since they ran (e.g. {', '.join(stale[:3])}): a base config, a default or the shipped embedded weights "
+            f"differ. Their results would be mixed with new ones. Start a fresh study: move {ctx.run_dir} aside "
+            f"or pass --run-dir (and --storage, if you gave one) for a new location."
+        )
 
 
 class TrialLost(RuntimeError):
@@ -417,12 +451,7 @@ class Worker:
                     params = study_def.suggest(trial)
                 tspec = study_def.resolve(params, key=key)
                 trial_dir = self.ctx.run_dir / "trials" / key
-                run_fields = {
-                    "run.output_dir": str(trial_dir.parent), "run.name": key,
-                    "run.mlflow_tracking_uri": self.ctx.tracking_uri, "run.mlflow_experiment": study_def.name,
-                }
-                config = study_def.build_config(tspec, run_fields)
-                config.run.loggers = sorted(set(config.run.loggers) | {"mlflow", "csv"})
+                config = trial_config(self.ctx, tspec, key)
                 info = describe(config)
                 tags = {**info, "checkpoint_dir": str(trial_dir / "checkpoints"), "run_dir": str(trial_dir),
                         "optuna.study": study_def.name, "optuna.trial_number": str(trial.number),

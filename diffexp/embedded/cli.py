@@ -74,24 +74,34 @@ def _evaluate(args) -> int:
 
 
 def _ship(args) -> int:
-    """Copy the finished stages' models into diffexp/embedded/weights (the generator is fp16 already)."""
+    """Copy the finished stages' models into diffexp/embedded/weights (the generator is fp16
+    already): the generator of the last finished generator stage, and each reward model whose
+    stage finished in this work dir (the shipped one stays otherwise)."""
     import torch
     from transformers import CLIPModel, CLIPVisionModelWithProjection
 
     work = Path(args.work_dir)
-    for stage in ("generator_refine", "reward_clip", "aesthetic"):
-        if not (work / stage / "DONE").exists():
-            raise FileNotFoundError(f"stage {stage} has not finished in {work}; run `diffexp embedded train` first")
+    done = [s for s in ("vae", "generator", "generator_finetune", "generator_refine", "reward_clip", "aesthetic")
+            if (work / s / "DONE").exists()]
+    generator = next((s for s in ("generator_refine", "generator_finetune") if s in done and (work / s / "pipeline").exists()), None)
+    if generator is None and not {"reward_clip", "aesthetic"} & set(done):
+        raise FileNotFoundError(f"no finished generator or reward stage in {work}; run `diffexp embedded train` first")
     WEIGHTS_DIR.mkdir(exist_ok=True)
-    target = WEIGHTS_DIR / "pipeline"
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(work / "generator_refine" / "pipeline", target)
-    CLIPModel.from_pretrained(work / "reward_clip" / "model").to(torch.float16).save_pretrained(WEIGHTS_DIR / "reward_clip")
-    tower = CLIPVisionModelWithProjection.from_pretrained(work / "aesthetic" / "model")
-    tower.to(torch.float16).save_pretrained(WEIGHTS_DIR / "aesthetic")
-    shutil.copy(work / "aesthetic" / "model" / "head.safetensors", WEIGHTS_DIR / "aesthetic" / "head.safetensors")
-    for stage in ("vae", "generator", "generator_finetune", "generator_refine", "reward_clip", "aesthetic"):
-        shutil.copy(work / stage / "DONE", WEIGHTS_DIR / f"{stage}_training.json")
+    if generator:
+        target = WEIGHTS_DIR / "pipeline"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(work / generator / "pipeline", target)
+        print(f"generator: {generator}")
+    if "reward_clip" in done:
+        CLIPModel.from_pretrained(work / "reward_clip" / "model").to(torch.float16).save_pretrained(WEIGHTS_DIR / "reward_clip")
+    if "aesthetic" in done:
+        tower = CLIPVisionModelWithProjection.from_pretrained(work / "aesthetic" / "model")
+        tower.to(torch.float16).save_pretrained(WEIGHTS_DIR / "aesthetic")
+        shutil.copy(work / "aesthetic" / "model" / "head.safetensors", WEIGHTS_DIR / "aesthetic" / "head.safetensors")
+    for stage in done:
+        record = json.loads((work / stage / "DONE").read_text())
+        if "seeded_from" not in record:  # a seeded stage keeps the record of the run that trained it
+            shutil.copy(work / stage / "DONE", WEIGHTS_DIR / f"{stage}_training.json")
     size = sum(f.stat().st_size for f in WEIGHTS_DIR.rglob("*") if f.is_file())
     print(f"shipped to {WEIGHTS_DIR} ({size / 2**20:.1f} MiB)")
     return 0

@@ -199,3 +199,38 @@ def test_simultaneous_mlflow_runs_of_one_cell_collapse_to_the_earliest(tmp_path,
     assert second == first
     runs = tracker.client.search_runs([tracker.experiment_id])
     assert [r.info.run_id for r in runs] == [first]  # the duplicate was deleted
+
+
+def test_finished_cells_of_a_changed_config_are_refused(tmp_path):
+    """A finished cell whose run config hashes differently now (a base config, a default or the
+    shipped embedded weights changed) stops the sweep with an error naming the cell."""
+    from benchmark.harness.study import StudyError, describe
+    from benchmark.harness.worker import trial_config
+
+    ctx = context(tmp_path)
+    study = setup_study(ctx, log=lambda *_: None)
+    w = Worker(ctx, "w")
+    cells = {c.key: c for c in ctx.study.cells()}
+    for recorded in ("current", "stale"):
+        trial = w.claim_waiting()
+        key = trial.user_attrs[KEY_ATTR]
+        current = describe(trial_config(ctx, cells[key], key))["config_hash"]
+        trial.set_user_attr("diffexp:config_hash", current if recorded == "current" else "0" * 12)
+        study.tell(trial, 1.0)
+        if recorded == "current":
+            setup_study(ctx, log=lambda *_: None)  # a finished cell of this config: fine
+    with pytest.raises(StudyError, match=rf"1 finished cell\(s\) whose run config has changed.*{key}"):
+        setup_study(ctx, log=lambda *_: None)
+
+
+def test_config_hash_follows_the_shipped_embedded_weights(monkeypatch):
+    import diffexp.embedded.pipeline as world
+    from benchmark.harness.study import config_hash
+    from diffexp.algorithms.config import load_config
+
+    embedded = load_config(None, {"model.pretrained": "embedded"})
+    twin = load_config(None, {"model.pretrained": "tiny-sd15", "reward.name": "brightness"})
+    before = config_hash(embedded), config_hash(twin)
+    monkeypatch.setattr(world, "weights_fingerprint", lambda: "retrained000")
+    assert config_hash(embedded) != before[0]
+    assert config_hash(twin) == before[1]  # runs that do not use the embedded world keep their hash
