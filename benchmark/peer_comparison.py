@@ -73,6 +73,15 @@ def median_after_warmup(values: list[float]) -> float:
     return statistics.median(values[1:] if len(values) > 1 else values)
 
 
+def unet_floor(ours: dict, peer: dict, key: str) -> dict:
+    """Both sides' UNet shares, and the ratio diffexp would reach with no time outside the UNet
+    (its UNet seconds over the peer's whole time): where that floor is above a target, the
+    target needs less UNet work than the peer does, not less overhead."""
+    ours_s, peer_s = median_after_warmup(ours[key]), median_after_warmup(peer[key])
+    ours_share, peer_share = median_after_warmup(ours["unet_share"]), median_after_warmup(peer["unet_share"])
+    return {"diffexp_unet_share": ours_share, "trl_unet_share": peer_share, "unet_bound_floor": ours_share * ours_s / peer_s}
+
+
 def compare(pipelines: dict[str, Path], peer: Path, epochs: int, repeats: int, threads: int, log) -> list[dict]:
     ours = Path(sys.executable)
     rows = []
@@ -86,12 +95,14 @@ def compare(pipelines: dict[str, Path], peer: Path, epochs: int, repeats: int, t
         d_trl = run_side(peer, "trl_peer.py", {**DDPO, **common, "epochs": epochs}, log)
         rows.append({"measure": "one DDPO epoch (sample + reward + train) / TRL DDPOTrainer", "pipeline": name,
                      "diffexp": median_after_warmup(d_ours["epoch_s"]), "reference": median_after_warmup(d_trl["epoch_s"]),
-                     "unit": "s", "target": TARGETS["ddpo_epoch"], "note": "32 samples, 20 steps, half the timesteps trained"})
+                     "unit": "s", "target": TARGETS["ddpo_epoch"], **unet_floor(d_ours, d_trl, "epoch_s"),
+                     "note": "32 samples, 20 steps, half the timesteps trained"})
         a_ours = run_side(ours, "diffexp_peer.py", {**ALIGNPROP, **common, "epochs": epochs}, log)
         a_trl = run_side(peer, "trl_peer.py", {**ALIGNPROP, **common, "epochs": epochs}, log)
         rows.append({"measure": "one AlignProp step / TRL AlignPropTrainer", "pipeline": name,
                      "diffexp": median_after_warmup(a_ours["step_s"]), "reference": median_after_warmup(a_trl["step_s"]),
-                     "unit": "s", "target": TARGETS["alignprop_step"], "note": "batch 8, K = 1, gradient checkpointing"})
+                     "unit": "s", "target": TARGETS["alignprop_step"], **unet_floor(a_ours, a_trl, "step_s"),
+                     "note": "batch 8, K = 1, gradient checkpointing"})
         rows.append({"measure": "AlignProp peak memory / TRL", "pipeline": name,
                      "diffexp": median_after_warmup(a_ours["peak_rss_increase_bytes"]) / 2**20,
                      "reference": median_after_warmup(a_trl["peak_rss_increase_bytes"]) / 2**20,
@@ -108,14 +119,21 @@ def compare(pipelines: dict[str, Path], peer: Path, epochs: int, repeats: int, t
     return rows
 
 
+def shares(row: dict) -> str:
+    if "unet_bound_floor" not in row:
+        return ""
+    return f"{row['diffexp_unet_share']:.2f} / {row['trl_unet_share']:.2f}; {row['unet_bound_floor']:.2f}"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| measure | pipeline | diffexp | TRL 0.23.1 / reference | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    lines = ["| measure | pipeline | diffexp | TRL 0.23.1 / reference | ratio | target | met | UNet share diffexp / TRL; floor |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         unit = f" {r['unit']}" if r["unit"] else ""
         ref = f"{r['reference']:.3g}{unit}" if r["reference"] is not None else "-"
         sign = "≥" if r["reference"] is None else "≤"
         lines.append(f"| {r['measure']} | {r['pipeline']} | {r['diffexp']:.3g}{unit} | {ref} | {r['ratio']:.2f} | {sign} {r['target']} | "
-                     f"{'yes' if r['met'] else 'no'} |")
+                     f"{'yes' if r['met'] else 'no'} | {shares(r)} |")
     return "\n".join(lines)
 
 

@@ -76,3 +76,14 @@ def test_any_string_validates_or_raises_syntax_error(text):
         assert 0 <= err.position <= len(text)
         return
     fragments(text)  # valid strings parse
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab Zé_1',\t.", max_size=40))
+def test_plain_prompts_skip_the_parser_with_its_result(text):
+    """Text without weighting syntax takes a fast path (compel's parser costs ~20 ms a prompt,
+    most of a small model's sampling call); it must give exactly what the parser gives."""
+    from diffexp.prompts.weighting import _PLAIN, _parsed_fragments
+
+    if _PLAIN.fullmatch(text):
+        assert fragments(text) == list(_parsed_fragments(text))

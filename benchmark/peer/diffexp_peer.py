@@ -18,43 +18,7 @@ import lightning as L
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from memory import PeakRSS  # noqa: E402
-
-
-class UNetClock:
-    """Wall time inside UNet forward calls (outermost only) and inside backward passes; on the CPU
-    both run synchronously, so wall time is compute time. Backward of the DDPO/AlignProp losses is
-    UNet backward but for a few elementwise log-prob / reward ops."""
-
-    def __init__(self):
-        from diffusers import UNet2DConditionModel
-
-        self.forward_s = self.backward_s = 0.0
-        self._depth = 0
-        clock = self
-        real_forward, real_backward = UNet2DConditionModel.forward, torch.Tensor.backward
-
-        def forward(module, *args, **kwargs):
-            clock._depth += 1
-            start = time.perf_counter()
-            try:
-                return real_forward(module, *args, **kwargs)
-            finally:
-                clock._depth -= 1
-                if clock._depth == 0:
-                    clock.forward_s += time.perf_counter() - start
-
-        def backward(tensor, *args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return real_backward(tensor, *args, **kwargs)
-            finally:
-                clock.backward_s += time.perf_counter() - start
-
-        UNet2DConditionModel.forward, torch.Tensor.backward = forward, backward
-
-    def reset(self) -> None:
-        self.forward_s = self.backward_s = 0.0
+from instruments import PeakRSS, UNetClock  # noqa: E402
 
 
 class EpochClock(L.Callback):
@@ -76,7 +40,7 @@ class EpochClock(L.Callback):
         elapsed = time.perf_counter() - self._start
         self.epoch_s.append(elapsed)
         if self.unet_clock:
-            self.unet_share.append((self.unet_clock.forward_s + self.unet_clock.backward_s) / elapsed)
+            self.unet_share.append(self.unet_clock.total_s / elapsed)
         if self.memory:
             self._peak.__exit__(None, None, None)
             self.peak_rss_increase_bytes.append(self._peak.increase_bytes)
@@ -119,9 +83,9 @@ def alignprop(s: dict, tmp: str) -> dict:
         "train.gradient_accumulation_steps": 1, "train.truncation": {"mode": "fixed", "k": s["k"]},
         "train.gradient_checkpointing": True,
     })
-    clock = EpochClock(memory=True)
+    clock = EpochClock(UNetClock(), memory=True)
     run(config, resume=False, extra_callbacks=[clock])
-    return {"step_s": clock.epoch_s, "peak_rss_increase_bytes": clock.peak_rss_increase_bytes}
+    return {"step_s": clock.epoch_s, "peak_rss_increase_bytes": clock.peak_rss_increase_bytes, "unet_share": clock.unet_share}
 
 
 def sampler(s: dict, tmp: str) -> dict:

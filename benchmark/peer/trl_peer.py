@@ -19,7 +19,7 @@ import warnings
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from memory import PeakRSS  # noqa: E402  (a sibling file, shared with the diffexp side)
+from instruments import PeakRSS, UNetClock  # noqa: E402  (a sibling file, shared with the diffexp side)
 
 
 def brightness(images, prompts, metadata):
@@ -51,12 +51,14 @@ def ddpo(s: dict, logdir: str) -> dict:
     )
     pipeline = DefaultDDPOStableDiffusionPipeline(s["pipeline"], use_lora=True)  # LoRA r=4 on to_q/k/v/out
     trainer = DDPOTrainer(config, brightness, prompt_function(s["prompts"]), pipeline)
-    times, global_step = [], 0
+    clock, times, shares, global_step = UNetClock(), [], [], 0
     for epoch in range(s["epochs"]):
+        clock.reset()
         start = time.perf_counter()
         global_step = trainer.step(epoch, global_step)
         times.append(time.perf_counter() - start)
-    return {"epoch_s": times}
+        shares.append(clock.total_s / times[-1])
+    return {"epoch_s": times, "unet_share": shares}
 
 
 def alignprop(s: dict, logdir: str) -> dict:
@@ -72,14 +74,16 @@ def alignprop(s: dict, logdir: str) -> dict:
     )
     pipeline = DefaultDDPOStableDiffusionPipeline(s["pipeline"], use_lora=True)
     trainer = AlignPropTrainer(config, brightness, prompt_function(s["prompts"]), pipeline)
-    times, peaks, global_step = [], [], 0
+    clock, times, peaks, shares, global_step = UNetClock(), [], [], [], 0
     for epoch in range(s["epochs"]):
+        clock.reset()
         with PeakRSS() as peak:
             start = time.perf_counter()
             global_step = trainer.step(epoch, global_step)
             times.append(time.perf_counter() - start)
         peaks.append(peak.increase_bytes)
-    return {"step_s": times, "peak_rss_increase_bytes": peaks}
+        shares.append(clock.total_s / times[-1])
+    return {"step_s": times, "peak_rss_increase_bytes": peaks, "unet_share": shares}
 
 
 def main() -> None:

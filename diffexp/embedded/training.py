@@ -259,7 +259,7 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
     ckpt.save(steps, modules, opt, sched)
     ema.copy_to(params)  # ship the EMA weights
     save_world_pipeline(settings, unet, text_encoder, ckpt.dir / "pipeline", scaling)
-    ckpt.mark_done({"steps": steps, "composition_share": composition_share})
+    ckpt.mark_done({"steps": steps, "composition_share": composition_share, "caption_noise": caption_noise, "lr": lr})
     return ckpt.dir
 
 

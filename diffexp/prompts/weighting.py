@@ -12,6 +12,7 @@ compel's own parser is lenient (an unbalanced ``(`` silently becomes literal tex
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from compel.prompt_parser import PromptParser
 
@@ -53,13 +54,27 @@ def validate(prompt: str) -> None:
         raise PromptSyntaxError(prompt, open_positions[-1], "'(' is never closed")
 
 
+#: Text with none of compel's syntax characters, which compel returns as one fragment of weight 1
+#: with its whitespace collapsed (tests/test_weighting.py checks this against the parser).
+_PLAIN = re.compile(r"[\w' ]*")
+
+
 def fragments(prompt: str) -> list[tuple[str, float]]:
     """``"a (red circle)1.3 above"`` -> ``[("a", 1.0), ("red circle", 1.3), ("above", 1.0)]``."""
+    if not isinstance(prompt, str):
+        validate(prompt)  # raises the TypeError that names the problem
+    if _PLAIN.fullmatch(prompt):
+        return [(" ".join(prompt.split()), 1.0)]  # compel's pyparsing parser costs ~20 ms a prompt
+    return list(_parsed_fragments(prompt))
+
+
+@lru_cache(maxsize=4096)
+def _parsed_fragments(prompt: str) -> tuple[tuple[str, float], ...]:
     validate(prompt)
     conjunction = PromptParser().parse_conjunction(prompt)
     if len(conjunction.prompts) != 1 or not hasattr(conjunction.prompts[0], "children"):
         raise PromptSyntaxError(prompt, 0, "blends and conjunctions (.blend(), .and()) are not supported")
-    return [(f.text, float(f.weight)) for f in conjunction.prompts[0].children]
+    return tuple((f.text, float(f.weight)) for f in conjunction.prompts[0].children)
 
 
 def plain_text(prompt: str) -> str:
