@@ -10,7 +10,8 @@ group the mean gain against the spread between seeds:
 DDPO: alignment and JPEG-compressibility rewards, seeds 0 and 1 in one process, and seed 0 as a
 2-process DDP run (gloo; 16 samples per process per epoch, the same 32 queries per epoch).
 AlignProp: the aesthetic reward under the four strategies (seed 0) plus baseline seed 1, and the
-alignment reward (baseline seeds 0, 1; DiffExp seed 0). Finished runs are not re-run.
+alignment reward (baseline seeds 0, 1; the other three strategies seed 0). Finished runs are not
+re-run (use a new --out after the shipped embedded weights change).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ RUNS: dict[str, tuple[Path, list[str]]] = {
     "alignprop_aesthetic_baseline_s1": (ALIGNPROP, ["run.seed=1"]),
     "alignprop_alignment_baseline_s0": (ALIGNPROP, ["reward.name=embedded_alignment", "run.seed=0"]),
     "alignprop_alignment_baseline_s1": (ALIGNPROP, ["reward.name=embedded_alignment", "run.seed=1"]),
-    "alignprop_alignment_diffexp_s0": (ALIGNPROP, ["reward.name=embedded_alignment", "exploration.strategy=diffexp", "run.seed=0"]),
+    **{f"alignprop_alignment_{s}_s0": (ALIGNPROP, ["reward.name=embedded_alignment", f"exploration.strategy={s}", "run.seed=0"])
+       for s in ("cfg", "phrase", "diffexp")},
 }
 
 
