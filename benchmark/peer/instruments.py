@@ -74,7 +74,19 @@ class UNetClock:
             finally:
                 clock.backward_s += time.perf_counter() - start
 
+        self._restore = lambda: (setattr(UNet2DConditionModel, "forward", real_forward), setattr(torch.Tensor, "backward", real_backward))
         UNet2DConditionModel.forward, torch.Tensor.backward = forward, backward
+
+    def close(self) -> None:
+        """Put the original forward/backward back (the clock patches them process-wide)."""
+        self._restore()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
     @property
     def total_s(self) -> float:
