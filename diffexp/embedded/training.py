@@ -327,7 +327,9 @@ def export_generator_checkpoint(settings: TrainSettings, out: Path, use_ema: boo
     inspect a run that is still training."""
     data_dir = Path(settings.work_dir) / "latents"
     scaling = json.loads((data_dir / "DONE").read_text())["scaling_factor"]
-    stage = next(s for s in GENERATOR_STAGES[::-1] + ("generator",) if (Path(settings.work_dir) / s / "state.pt").exists())
+    stage = next((s for s in reversed(GENERATOR_STAGES) if (Path(settings.work_dir) / s / "state.pt").exists()), None)
+    if stage is None:
+        raise FileNotFoundError(f"no generator checkpoint in {settings.work_dir}; stages: {GENERATOR_STAGES}")
     tensors = load_file(str(Path(settings.work_dir) / stage / "weights.safetensors"))
     unet, text_encoder = architecture.unet(), architecture.text_encoder()
     for name, module in (("unet", unet), ("text_encoder", text_encoder)):
