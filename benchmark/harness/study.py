@@ -276,7 +276,7 @@ def config_hash(config) -> str:
     data["run"] = {k: v for k, v in data["run"].items() if k not in LOCATION_KEYS}
     rewards = [config.reward.name, *(config.reward.weights or {})]
     if config.model.pretrained == "embedded" or any(str(r).startswith("embedded_") for r in rewards):
-        from diffexp.embedded.pipeline import weights_fingerprint
+        from diffexp.embedded import weights_fingerprint
 
         data["embedded_weights"] = weights_fingerprint()  # retrained shipped weights = a different run
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

@@ -9,3 +9,21 @@ while keeping every quantity measurable from pixels:
 - ``aesthetic_rule``: the hidden procedural "aesthetic" score a reward model learns;
 - ``prompt_sets``: the "objects" and "relations" prompt sets with train/held-out splits.
 """
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+#: The shipped models (generator pipeline, reward CLIP, aesthetic predictor) and their model card.
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@lru_cache(maxsize=1)
+def weights_fingerprint() -> str:
+    """12 hex digits identifying the shipped weights (generator and reward models): part of a
+    run's config hash, so results of an older shipped model are never taken for this one's."""
+    digest = hashlib.sha256()
+    for path in sorted(WEIGHTS_DIR.rglob("*.safetensors")):
+        digest.update(str(path.relative_to(WEIGHTS_DIR)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]

@@ -8,9 +8,8 @@ import shutil
 from dataclasses import fields
 from pathlib import Path
 
+from diffexp.embedded import WEIGHTS_DIR
 from diffexp.embedded.settings import TrainSettings
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
 def add_embedded_command(sub: argparse._SubParsersAction) -> None:
@@ -80,10 +79,11 @@ def _ship(args) -> int:
     import torch
     from transformers import CLIPModel, CLIPVisionModelWithProjection
 
+    from diffexp.embedded.training import GENERATOR_STAGES, stages
+
     work = Path(args.work_dir)
-    done = [s for s in ("vae", "generator", "generator_finetune", "generator_refine", "reward_clip", "aesthetic")
-            if (work / s / "DONE").exists()]
-    generator = next((s for s in ("generator_refine", "generator_finetune") if s in done and (work / s / "pipeline").exists()), None)
+    done = [s for s in stages() if s != "latents" and (work / s / "DONE").exists()]
+    generator = next((s for s in reversed(GENERATOR_STAGES) if s in done and (work / s / "pipeline").exists()), None)
     if generator is None and not {"reward_clip", "aesthetic"} & set(done):
         raise FileNotFoundError(f"no finished generator or reward stage in {work}; run `diffexp embedded train` first")
     WEIGHTS_DIR.mkdir(exist_ok=True)

@@ -55,7 +55,7 @@ def cfg_premise(pipe, scales=(1.0, 2.0, 3.0, 5.0, 7.5), per_prompt: int = 4, ste
     objects = [p.text for p in get_prompt_set("objects", "train")]
     prompts = objects + [p.text for p in get_prompt_set("relations", "train")[::4]]
     texts = [t for t in prompts for _ in range(per_prompt)]
-    is_object = np.array([t in set(objects) for t in texts])
+    is_object = np.arange(len(texts)) < len(objects) * per_prompt  # objects come first
     rows = []
     for scale in tqdm(scales, desc="cfg sweep", leave=False):
         images = sample_images(pipe, texts, scale, steps)

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
 from pathlib import Path
 
+from diffexp.embedded import WEIGHTS_DIR
 from diffexp.models.pipelines import ModelNotFoundError, load_pipeline
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 PIPELINE_DIR = WEIGHTS_DIR / "pipeline"
-
-
-@lru_cache(maxsize=1)
-def weights_fingerprint() -> str:
-    """12 hex digits identifying the shipped weights (generator and reward models): part of a
-    run's config hash, so results of an older shipped model are never taken for this one's."""
-    digest = hashlib.sha256()
-    for path in sorted(WEIGHTS_DIR.rglob("*.safetensors")):
-        digest.update(str(path.relative_to(WEIGHTS_DIR)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
 
 
 def load_world_pipeline(dtype: str = "fp32", device: str = "cpu", path: str | Path | None = None):

@@ -291,6 +291,10 @@ def save_world_pipeline(settings: TrainSettings, unet, text_encoder, out: Path, 
     pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
 
 
+#: The stages that train the generator, in order (each continues from the previous one).
+GENERATOR_STAGES = ("generator", "generator_finetune", "generator_refine")
+
+
 def stages() -> dict:
     """The stages in order (reward stages live in their own module)."""
     from diffexp.embedded.reward_training import train_aesthetic, train_reward_clip
@@ -342,8 +346,6 @@ def export_generator_checkpoint(settings: TrainSettings, out: Path, use_ema: boo
     save_world_pipeline(settings, unet, text_encoder, Path(out), scaling)
     return Path(out)
 
-
-GENERATOR_STAGES = ("generator", "generator_finetune", "generator_refine")
 
 
 def seed_from_shipped(settings: TrainSettings, pipeline_dir: Path, through: str = "generator_finetune") -> None:

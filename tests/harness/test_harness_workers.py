@@ -224,7 +224,7 @@ def test_finished_cells_of_a_changed_config_are_refused(tmp_path):
 
 
 def test_config_hash_follows_the_shipped_embedded_weights(monkeypatch):
-    import diffexp.embedded.pipeline as world
+    import diffexp.embedded as world
     from benchmark.harness.study import config_hash
     from diffexp.algorithms.config import load_config
 
