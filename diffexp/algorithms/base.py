@@ -107,8 +107,10 @@ class RewardFinetuningModule(L.LightningModule):
 
     # -- pieces every algorithm uses -------------------------------------------------------
     def draw_prompts(self, n: int) -> list[PromptLike]:
-        idx = torch.randint(len(self.train_prompts), (n,), generator=self.sample_generator)
-        return [self.train_prompts[i] for i in idx.tolist()]
+        """``n`` training prompts: n / samples_per_prompt random draws, each repeated in a row."""
+        repeat = self.config.sample.samples_per_prompt
+        idx = torch.randint(len(self.train_prompts), (n // repeat,), generator=self.sample_generator)
+        return [self.train_prompts[i] for i in idx.tolist() for _ in range(repeat)]
 
     def score(self, images: torch.Tensor, prompts: list[str], step: str) -> torch.Tensor:
         """Reward on the original prompts; every scored image is one reward query (counted globally)."""

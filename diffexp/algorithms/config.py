@@ -42,6 +42,16 @@ class SampleConfig(_Strict):
     eta: float = Field(1.0, ge=0.0, le=1.0, description="DDIM eta; DDPO needs > 0 for a stochastic policy (ddpo-pytorch: 1.0)")
     batch_size: int = Field(8, ge=1, description="samples per sampling batch, per device")
     num_batches_per_epoch: int = Field(4, ge=1, description="sampling batches per epoch, per device")
+    samples_per_prompt: int = Field(
+        1, ge=1, description="each drawn prompt is sampled this many times in a batch (1: independent draws, as ddpo-pytorch); "
+        "more gives the per-prompt stat tracker a group to normalise within, even with many prompts"
+    )
+
+    @model_validator(mode="after")
+    def _groups_fill_batches(self):
+        if self.batch_size % self.samples_per_prompt:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of samples_per_prompt ({self.samples_per_prompt})")
+        return self
 
 
 class PromptConfig(_Strict):

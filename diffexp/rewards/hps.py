@@ -72,3 +72,6 @@ class HPSReward(LazyReward):
 def hps_v21(**kwargs) -> HPSReward:
     """HPSv2.1, the usual choice in recent reward fine-tuning work."""
     return HPSReward(version="v2.1", **kwargs)
+
+
+hps_v21.differentiable = HPSReward.differentiable  # read by AlignProp's list of usable rewards

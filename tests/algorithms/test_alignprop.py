@@ -79,6 +79,15 @@ def test_alignprop_run_raises_brightness_and_counts_queries(tmp_path):
     assert df["eval_reward_mean"].notna().iloc[-1]
 
 
+def test_every_differentiable_reward_is_listed():
+    from diffexp.algorithms.alignprop import differentiable_rewards
+
+    listed = differentiable_rewards()
+    for name in ("embedded_aesthetic", "embedded_alignment", "aesthetic", "pickscore", "hps", "hpsv2.1"):
+        assert name in listed, name
+    assert "jpeg_compressibility" not in listed
+
+
 def test_non_differentiable_reward_is_refused(tmp_path):
     cfg = load_config(None, {**BASE, "reward.name": "jpeg_compressibility", "run.output_dir": str(tmp_path)})
     from diffexp.algorithms.alignprop import AlignProp

@@ -111,6 +111,7 @@ def test_ddp_two_cpu_processes(tmp_path):
         ({"exploration.strategy": "greedy"}, "exploration.strategy"),
         ({"sample.num_stepz": 3}, "sample.num_stepz"),
         ({"algorithm": "ppo"}, "algorithm"),
+        ({"sample.samples_per_prompt": 3}, "multiple of samples_per_prompt"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, overrides, field):
@@ -128,6 +129,18 @@ def test_config_file_errors(tmp_path):
     bad.write_text("- a list")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+def test_samples_per_prompt_draws_groups_of_one_prompt(tmp_path):
+    from diffexp.algorithms.runner import build_module
+
+    prompts = [f"a shape number {i}" for i in range(6)]
+    module = build_module(config(tmp_path, **{"prompts.prompts": prompts, "sample.samples_per_prompt": 2}))
+    module.sample_generator.manual_seed(0)
+    draws = [module.draw_prompts(4) for _ in range(30)]
+    assert all(d[0] == d[1] and d[2] == d[3] for d in draws)  # consecutive pairs share a prompt
+    assert {str(d[0]) for d in draws} | {str(d[2]) for d in draws} == {str(p) for p in module.train_prompts}
+    assert any(d[0] != d[2] for d in draws)  # groups are drawn independently
 
 
 def test_batch_arithmetic():
