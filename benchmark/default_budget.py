@@ -16,7 +16,7 @@ paired difference; the seed spread of the final fixed-set reward is the run-to-r
 DDPO: alignment and JPEG-compressibility rewards, seeds 0 and 1 in one process, and seed 0 as a
 2-process DDP run (gloo; 16 samples per process per epoch, the same 32 queries per epoch).
 AlignProp: the aesthetic reward under the four strategies (seed 0) plus baseline seed 1, and the
-alignment reward under the four strategies, seeds 0 and 1. Finished runs are not
+alignment reward under the four strategies, seeds 0, 1 and 2. Finished runs are not
 re-run (use a new --out after the shipped embedded weights change).
 """
 
@@ -53,7 +53,7 @@ RUNS: dict[str, tuple[Path, list[str]]] = {
        for s in ("baseline", "cfg", "phrase", "diffexp")},
     "alignprop_aesthetic_baseline_s1": (ALIGNPROP, ["run.seed=1"]),
     **{f"alignprop_alignment_{s}_s{seed}": (ALIGNPROP, [*ALIGNMENT, f"exploration.strategy={s}", f"run.seed={seed}"])
-       for s in ("baseline", "cfg", "phrase", "diffexp") for seed in (0, 1)},
+       for s in ("baseline", "cfg", "phrase", "diffexp") for seed in (0, 1, 2)},
 }
 
 
