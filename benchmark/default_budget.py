@@ -63,28 +63,19 @@ FIXED_SET_SEED = 2026
 @torch.no_grad()
 def fixed_set_rewards(run_dir: Path, num_samples: int, trained: bool) -> tuple[float, float]:
     """Mean reward and ground-truth accuracy of ``num_samples`` fixed-seed samples (baseline sampling)."""
-    from peft import set_peft_model_state_dict
-
     from diffexp.algorithms.config import load_config
     from diffexp.algorithms.runner import build_module
     from diffexp.embedded.evaluation import evaluate
-    from diffexp.exploration import build_strategy
 
-    config = load_config(run_dir / "config.yaml")
-    module = build_module(config)
+    module = build_module(load_config(run_dir / "config.yaml"))
     if trained:
-        state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-        set_peft_model_state_dict(module.unet, state, adapter_name="default")
-    generator = torch.Generator().manual_seed(FIXED_SET_SEED)
+        module.load_trainable(torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"])
+    generator = torch.Generator().manual_seed(FIXED_SET_SEED)  # draws the prompts, then the noise
     order = torch.randperm(len(module.train_prompts), generator=generator).tolist()
     prompts = [module.train_prompts[order[i % len(order)]] for i in range(num_samples)]
-    plan = build_strategy({"strategy": "baseline", "guidance_scale": config.exploration.guidance_scale}).plan(
-        prompts, config.sample.num_steps, generator
-    )
-    module.unet.eval()
-    traj = module.make_sampler().sample(plan, generator)
-    rewards = module.reward_fn(traj.images, plan.prompts)
-    return rewards.mean().item(), float(np.mean(evaluate(traj.images, plan.prompts)))
+    traj = module.sample_without_exploration(prompts, generator)
+    rewards = module.reward_fn(traj.images, traj.prompts)
+    return rewards.mean().item(), float(np.mean(evaluate(traj.images, traj.prompts)))
 
 
 def fixed_set(run_dir: Path, num_samples: int) -> dict[str, float]:

@@ -188,20 +188,25 @@ class RewardFinetuningModule(L.LightningModule):
         """Fixed-seed samples of the held-out prompts, without exploration, scored by the reward."""
         run = self.config.run
         prompts = [p for p in self.eval_prompts for _ in range(run.eval_samples_per_prompt)]
-        generator = torch.Generator().manual_seed(run.seed + 12345)
-        plan = build_strategy({"strategy": "baseline", "guidance_scale": self.config.exploration.guidance_scale}).plan(
-            prompts, self.config.sample.num_steps, generator
-        )
-        was_training = self.unet.training
-        self.unet.eval()
-        traj = self.sampler.sample(plan, generator)
-        self.unet.train(was_training)
-        rewards = self.reward_fn(traj.images, plan.prompts)  # evaluation: not counted as training queries
+        traj = self.sample_without_exploration(prompts, torch.Generator().manual_seed(run.seed + 12345))
+        rewards = self.reward_fn(traj.images, traj.prompts)  # evaluation: not counted as training queries
         metrics = {"eval_reward_mean": rewards.mean().item(), "eval_diversity": within_prompt_diversity(traj.images, plan.prompts)}
         for evaluator in self.evaluators:
             metrics.update(evaluator(traj.images, plan.prompts))
         self.save_eval_images(traj, rewards)
         return metrics
+
+    def sample_without_exploration(self, prompts: list, generator: torch.Generator) -> Trajectory:
+        """Samples at the base CFG scale with ``generator``, UNet in eval mode (evaluation, never training)."""
+        plan = build_strategy({"strategy": "baseline", "guidance_scale": self.config.exploration.guidance_scale}).plan(
+            prompts, self.config.sample.num_steps, generator
+        )
+        was_training = self.unet.training
+        self.unet.eval()
+        sampler = getattr(self, "sampler", None) or self.make_sampler()
+        traj = sampler.sample(plan, generator)
+        self.unet.train(was_training)
+        return traj
 
     def save_eval_images(self, traj: Trajectory, rewards: torch.Tensor) -> None:
         if self.global_rank != 0:
@@ -242,12 +247,19 @@ class RewardFinetuningModule(L.LightningModule):
             "extra": self.extra_state(),
         }
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["diffexp"]
+    def load_trainable(self, state_dict: dict) -> None:
+        """Trainable weights as ``on_save_checkpoint`` stores them (LoRA keys, or ``unet.``-prefixed)."""
         if self.config.model.use_lora:
             from peft import set_peft_model_state_dict
 
-            set_peft_model_state_dict(self.unet, checkpoint["state_dict"], adapter_name="default")
+            set_peft_model_state_dict(self.unet, state_dict, adapter_name="default")
+        else:
+            self.unet.load_state_dict({k.removeprefix("unet."): v for k, v in state_dict.items()})
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["diffexp"]
+        if self.config.model.use_lora:
+            self.load_trainable(checkpoint["state_dict"])
             checkpoint["state_dict"] = {}
         self.reward_queries = int(state["reward_queries"])
         if self._trainer is not None and self.global_rank == 0:
