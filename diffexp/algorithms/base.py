@@ -190,9 +190,9 @@ class RewardFinetuningModule(L.LightningModule):
         prompts = [p for p in self.eval_prompts for _ in range(run.eval_samples_per_prompt)]
         traj = self.sample_without_exploration(prompts, torch.Generator().manual_seed(run.seed + 12345))
         rewards = self.reward_fn(traj.images, traj.prompts)  # evaluation: not counted as training queries
-        metrics = {"eval_reward_mean": rewards.mean().item(), "eval_diversity": within_prompt_diversity(traj.images, plan.prompts)}
+        metrics = {"eval_reward_mean": rewards.mean().item(), "eval_diversity": within_prompt_diversity(traj.images, traj.prompts)}
         for evaluator in self.evaluators:
-            metrics.update(evaluator(traj.images, plan.prompts))
+            metrics.update(evaluator(traj.images, traj.prompts))
         self.save_eval_images(traj, rewards)
         return metrics
 
