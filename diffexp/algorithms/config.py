@@ -71,6 +71,9 @@ class StatTrackingConfig(_Strict):
     per_prompt: bool = Field(True, description="normalise advantages per prompt (True) or over the whole batch")
     buffer_size: int = Field(16, ge=1, description="rewards remembered per prompt (ddpo-pytorch: 16)")
     min_count: int = Field(16, ge=1, description="below this many, fall back to batch statistics (ddpo-pytorch: 16)")
+    scale: Literal["prompt", "batch"] = Field(
+        "prompt", description="divide by each prompt's reward std (ddpo-pytorch) or by one pooled within-prompt std of the batch"
+    )
 
 
 class DDPOTrainConfig(_Strict):

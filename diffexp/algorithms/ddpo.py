@@ -48,7 +48,7 @@ class DDPO(RewardFinetuningModule):
     def __init__(self, config: DDPOConfig):
         super().__init__(config)
         st = config.train.stat_tracking
-        self.stat_tracker = PerPromptStatTracker(st.buffer_size, st.min_count) if st.per_prompt else None
+        self.stat_tracker = PerPromptStatTracker(st.buffer_size, st.min_count, st.scale) if st.per_prompt else None
         self.train_generator = torch.Generator()
 
     def on_fit_start(self) -> None:

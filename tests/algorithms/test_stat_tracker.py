@@ -39,3 +39,24 @@ def test_errors_and_global():
     with pytest.raises(ValueError, match="rewards"):
         PerPromptStatTracker(4, 1).update(["a"], np.array([1.0, 2.0]))
     np.testing.assert_allclose(batch_advantages(np.array([1.0, 3.0])), [-1, 1], atol=1e-5)
+
+
+def test_batch_scale_keeps_prompt_means_but_one_pooled_std():
+    # prompt a: 1, 3 (mean 2); prompt b: 10, 10.2 (mean 10.1). Centred: -1, 1, -0.1, 0.1;
+    # pooled std = sqrt((1 + 1 + 0.01 + 0.01) / 4) = sqrt(0.505).
+    tracker = PerPromptStatTracker(buffer_size=4, min_count=2, scale="batch")
+    adv = tracker.update(["a", "a", "b", "b"], np.array([1.0, 3.0, 10.0, 10.2]))
+    pooled = np.sqrt(0.505)
+    np.testing.assert_allclose(adv, np.array([-1, 1, -0.1, 0.1]) / pooled, atol=1e-5)
+    # per-prompt scaling would have stretched prompt b's 0.2 difference to the same +-1 as a's
+    per_prompt = PerPromptStatTracker(buffer_size=4, min_count=2).update(["a", "a", "b", "b"], np.array([1.0, 3.0, 10.0, 10.2]))
+    np.testing.assert_allclose(per_prompt, [-1, 1, -1, 1], atol=1e-4)
+
+
+def test_scale_survives_a_state_round_trip_and_is_validated():
+    tracker = PerPromptStatTracker(buffer_size=4, min_count=1, scale="batch")
+    clone = PerPromptStatTracker(4, 1)
+    clone.load_state_dict(tracker.state_dict())
+    assert clone.scale == "batch"
+    with pytest.raises(ValueError, match="scale"):
+        PerPromptStatTracker(4, 1, scale="group")
