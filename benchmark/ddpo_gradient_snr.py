@@ -40,8 +40,10 @@ def batch_gradient(module, minibatch: int = 16) -> torch.Tensor:
     """Flattened gradient of the PPO loss (ratio 1) of one fresh batch, over all its timesteps."""
     traj = module.generate()
     rewards = module.reward(traj).numpy()
-    group = module.config.sample.samples_per_prompt
-    adv = torch.tensor(PerPromptStatTracker(group, group).update(list(traj.prompts), rewards), dtype=torch.float32)
+    # A fresh tracker per batch keeps the batches independent; its buffer holds the whole batch, so
+    # a prompt drawn twice in one batch is normalised over all its samples.
+    tracker = PerPromptStatTracker(len(traj), module.config.sample.samples_per_prompt)
+    adv = torch.tensor(tracker.update(list(traj.prompts), rewards), dtype=torch.float32)
     clip, adv_max = module.config.train.clip_range, module.config.train.adv_clip_max
     for p in module.trainable:
         p.grad = None

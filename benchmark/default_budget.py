@@ -61,21 +61,35 @@ FIXED_SET_SEED = 2026
 
 
 @torch.no_grad()
-def fixed_set_rewards(run_dir: Path, num_samples: int, trained: bool) -> tuple[float, float]:
-    """Mean reward and ground-truth accuracy of ``num_samples`` fixed-seed samples (baseline sampling)."""
-    from diffexp.algorithms.config import load_config
-    from diffexp.algorithms.runner import build_module
+def fixed_set_score(module, num_samples: int) -> tuple[float, float]:
+    """Mean reward and ground-truth accuracy of ``num_samples`` fixed-seed samples of ``module``
+    as it stands (baseline sampling: no exploration)."""
     from diffexp.embedded.evaluation import evaluate
 
-    module = build_module(load_config(run_dir / "config.yaml"))
-    if trained:
-        module.load_trainable(torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"])
     generator = torch.Generator().manual_seed(FIXED_SET_SEED)  # draws the prompts, then the noise
     order = torch.randperm(len(module.train_prompts), generator=generator).tolist()
     prompts = [module.train_prompts[order[i % len(order)]] for i in range(num_samples)]
     traj = module.sample_without_exploration(prompts, generator)
     rewards = module.reward_fn(traj.images, traj.prompts)
     return rewards.mean().item(), float(np.mean(evaluate(traj.images, traj.prompts)))
+
+
+def load_run(run_dir: Path):
+    """The run's module (base weights) and the trainable state dict of its last checkpoint."""
+    from diffexp.algorithms.config import load_config
+    from diffexp.algorithms.runner import build_module
+
+    module = build_module(load_config(run_dir / "config.yaml"))
+    trained = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    return module, trained
+
+
+def fixed_set_rewards(run_dir: Path, num_samples: int, trained: bool) -> tuple[float, float]:
+    """Fixed-set figures of a finished run's base model (``trained=False``) or final weights."""
+    module, state = load_run(run_dir)
+    if trained:
+        module.load_trainable(state)
+    return fixed_set_score(module, num_samples)
 
 
 def fixed_set(run_dir: Path, num_samples: int) -> dict[str, float]:
