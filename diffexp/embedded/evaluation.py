@@ -79,8 +79,8 @@ def phrase_premise(pipe, weight: float = 1.3, per_prompt: int = 8, guidance: flo
                    seeds: tuple[int, ...] = (0, 1)) -> dict:
     """Presence rate of a composition's first and second object, plain vs. that object's phrase
     weighted by ``weight``, pooled over the noise ``seeds``. Plain and weighted samples share
-    prompts and noise, so the change is measured pairwise: it is a few points, less than the
-    spread of presence between noise seeds."""
+    prompts and noise, so the change is measured pairwise: it is a few points and varies between
+    noise seeds, hence two seeds pooled."""
     prompts = get_prompt_set("relations", "train")
     texts = [p.text for p in prompts for _ in range(per_prompt)]
     present: dict[int, list[list[bool]]] = {0: [[], []], 1: [[], []]}  # object -> [plain, weighted]
