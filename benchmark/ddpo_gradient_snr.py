@@ -42,7 +42,7 @@ def batch_gradient(module, minibatch: int = 16) -> torch.Tensor:
     rewards = module.reward(traj).numpy()
     # A fresh tracker per batch keeps the batches independent; its buffer holds the whole batch, so
     # a prompt drawn twice in one batch is normalised over all its samples.
-    tracker = PerPromptStatTracker(len(traj), module.config.sample.samples_per_prompt)
+    tracker = PerPromptStatTracker(len(traj), module.config.sample.samples_per_prompt, module.config.train.stat_tracking.scale)
     adv = torch.tensor(tracker.update(list(traj.prompts), rewards), dtype=torch.float32)
     clip, adv_max = module.config.train.clip_range, module.config.train.adv_clip_max
     for p in module.trainable:

@@ -83,18 +83,22 @@ def phrase_premise(pipe, weight: float = 1.3, per_prompt: int = 8, guidance: flo
     noise seeds, hence two seeds pooled."""
     prompts = get_prompt_set("relations", "train")
     texts = [p.text for p in prompts for _ in range(per_prompt)]
-    present: dict[int, list[list[bool]]] = {0: [[], []], 1: [[], []]}  # object -> [plain, weighted]
+    objects = [[p.labels.objects[index] for p in prompts for _ in range(per_prompt)] for index in (0, 1)]
+    weighted = [[weight_phrases(p.text, {p.phrases[index]: weight}) for p in prompts for _ in range(per_prompt)] for index in (0, 1)]
+
+    def present(images: torch.Tensor, index: int) -> list[bool]:
+        return [bool(presence(images[i : i + 1], o.colour, o.shape)[0]) for i, o in enumerate(objects[index])]
+
+    plain_hits: list[list[bool]] = [[], []]  # per object, over all seeds
+    weighted_hits: list[list[bool]] = [[], []]
     for seed in seeds:
         images = sample_images(pipe, texts, guidance, steps, seed=seed)
         for index in (0, 1):
-            objects = [p.labels.objects[index] for p in prompts for _ in range(per_prompt)]
-            weighted = [weight_phrases(p.text, {p.phrases[index]: weight}) for p in prompts for _ in range(per_prompt)]
-            weighted_images = sample_images(pipe, texts, guidance, steps, seed=seed, conditioning=weighted)
-            for outcome, batch in zip(present[index], (images, weighted_images)):
-                outcome += [bool(presence(batch[i : i + 1], o.colour, o.shape)[0]) for i, o in enumerate(objects)]
+            plain_hits[index] += present(images, index)
+            weighted_hits[index] += present(sample_images(pipe, texts, guidance, steps, seed=seed, conditioning=weighted[index]), index)
     out: dict = {"weight": weight, "samples_per_condition": len(texts) * len(seeds), "seeds": list(seeds)}
     for index, name in enumerate(("first_object", "second_object")):
-        out[name] = paired_presence_change(*present[index])
+        out[name] = paired_presence_change(plain_hits[index], weighted_hits[index])
     return out
 
 
