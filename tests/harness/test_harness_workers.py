@@ -234,3 +234,31 @@ def test_config_hash_follows_the_shipped_embedded_weights(monkeypatch):
     monkeypatch.setattr(world, "weights_fingerprint", lambda: "retrained000")
     assert config_hash(embedded) != before[0]
     assert config_hash(twin) == before[1]  # runs that do not use the embedded world keep their hash
+
+
+def test_concurrent_claims_take_distinct_trials(tmp_path):
+    """Workers claiming at the same instant on one SQLite file each get a trial of their own.
+
+    SQLite ignores Optuna's SELECT ... FOR UPDATE, so without the harness's claim lock two workers
+    can both read a trial as WAITING and both move it to RUNNING."""
+    import threading
+
+    rounds, workers = 3, 4
+    for r in range(rounds):
+        (tmp_path / f"round{r}").mkdir()
+        ctx = context(tmp_path / f"round{r}", None, heartbeat_interval=1, grace_period=2)
+        setup_study(ctx, log=lambda *_: None)
+        pool = [Worker(ctx, f"w{i}") for i in range(workers)]
+        barrier, claimed = threading.Barrier(workers), [None] * workers
+
+        def claim(i):
+            barrier.wait()
+            claimed[i] = pool[i].claim_waiting()
+
+        threads = [threading.Thread(target=claim, args=(i,)) for i in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        numbers = sorted(t.number for t in claimed if t is not None)
+        assert numbers == list(range(workers)), f"round {r}: claims {numbers}"
