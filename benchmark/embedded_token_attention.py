@@ -36,9 +36,14 @@ def phrase_span(ids: list[int], phrase_ids: list[int]) -> list[int]:
     raise ValueError(f"phrase tokens {phrase_ids} not in {ids}")
 
 
+def padded_ids(tokenizer, text: str) -> list[int]:
+    """Token ids as the pipeline encodes a prompt: padded to the tokenizer's full length."""
+    return tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True).input_ids
+
+
 def token_groups(tokenizer, text: str, phrases: tuple[str, str]) -> dict[str, list[int]]:
     """The padded token positions of ``text`` split into :data:`GROUPS`."""
-    ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True).input_ids
+    ids = padded_ids(tokenizer, text)
     first, second = (phrase_span(ids, tokenizer(p, add_special_tokens=False).input_ids) for p in phrases)
     end = ids.index(tokenizer.eos_token_id, 1)
     relation = [i for i in range(1, end) if i not in first and i not in second]
@@ -95,8 +100,8 @@ def context_dependence(pipe, prompts) -> dict[str, float]:
     tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
 
     def encode(text: str):
-        ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-        return ids[0].tolist(), encoder(ids).last_hidden_state[0]
+        ids = padded_ids(tokenizer, text)
+        return ids, encoder(torch.tensor([ids])).last_hidden_state[0]
 
     cosines: dict[str, list[float]] = {"first object": [], "second object": []}
     for p in prompts:

@@ -2,7 +2,9 @@
 
 * no URL: a SQLite file inside the run directory, ``sqlite:///<run_dir>/optuna.db``;
 * any SQLAlchemy URL Optuna's RDBStorage accepts (``postgresql+psycopg2://user:pw@host/db``,
-  ``mysql+pymysql://...``, ``sqlite:////abs/path.db``); heartbeats are Optuna's own;
+  ``mysql+pymysql://...``, ``sqlite:////abs/path.db``); heartbeats are Optuna's own. On SQLite,
+  trial claims (WAITING -> RUNNING) also take a file lock beside the database, because SQLite
+  ignores the row lock that makes Optuna's claim atomic (see :func:`claim_locked_rdb_storage`);
 * ``journal:<file>``: Optuna's JournalStorage on a file (JournalFileBackend), for many machines
   sharing a file system without a database server. Optuna has no heartbeats for journal
   storage, so the harness records its own (a trial system attribute, see ``worker.py``).
@@ -140,6 +142,26 @@ def retry_callback_class():
     return getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
 
 
+def claim_locked_rdb_storage(lock_path: Path):
+    """An RDBStorage class whose WAITING -> RUNNING transitions hold a file lock at ``lock_path``.
+
+    Optuna claims a trial by reading its row ``FOR UPDATE`` and setting RUNNING only if it is still
+    WAITING. SQLite ignores ``FOR UPDATE``, so two workers can both read WAITING and both claim
+    one trial. SQLite's workers share the database's file system, so a file lock beside it makes
+    the read-and-set one step. Other transitions (heartbeats, results) do not need it."""
+    import optuna
+    from filelock import FileLock
+
+    class ClaimLockedRDBStorage(optuna.storages.RDBStorage):
+        def set_trial_state_values(self, trial_id, state, values=None):
+            if state != optuna.trial.TrialState.RUNNING:
+                return super().set_trial_state_values(trial_id, state, values)
+            with FileLock(lock_path, timeout=120):
+                return super().set_trial_state_values(trial_id, state, values)
+
+    return ClaimLockedRDBStorage
+
+
 def open_storage(spec: StorageSpec, heartbeat_interval: int, grace_period: int,
                  stale_callback: Callable | None = None):
     """The Optuna storage object, with heartbeats (RDB) and the stale-trial retry callback."""
@@ -155,13 +177,15 @@ def open_storage(spec: StorageSpec, heartbeat_interval: int, grace_period: int,
         name = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
         kwargs[name] = stale_callback
     engine_kwargs: dict[str, Any] = {}
-    if spec.url.startswith("sqlite"):
+    storage_class = optuna.storages.RDBStorage
+    if spec.path is not None:  # SQLite
         engine_kwargs["connect_args"] = {"timeout": 120}  # concurrent workers wait for the file lock
+        storage_class = claim_locked_rdb_storage(spec.path.with_name(spec.path.name + ".claim.lock"))
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs, **kwargs)
+            return storage_class(spec.url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # connection refused, bad credentials, ...
         raise StorageError(f"storage {spec.display}: cannot open: {type(err).__name__}: {str(err).splitlines()[0]}") from None

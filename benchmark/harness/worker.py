@@ -10,10 +10,10 @@ workers. The harness never lets the sampler choose a cell:
    re-queues cells whose every try failed. (Two launchers enqueueing at the same instant can
    queue a cell twice; step 3 makes that harmless.)
 2. **Claim.** A worker only takes WAITING trials, through the storage's atomic
-   WAITING -> RUNNING transition (a locked row update in server databases, a file lock around
-   the claim for SQLite, whose transactions ignore row locks, the first log record in journal
-   storage): of two workers racing for one trial, exactly one wins. Grid workers never call
-   ``ask()`` for a new trial, so no cell is created outside the queue.
+   WAITING -> RUNNING transition (a locked row update in RDB storages, under a file lock for
+   SQLite, see ``storage.py``; the first log record in journal storage): of two workers racing
+   for one trial, exactly one wins. Grid workers never call ``ask()`` for a new trial, so no cell
+   is created outside the queue.
 3. **One live trial per key.** A worker claims a key's trial only if it is the lowest-numbered
    unfinished trial of that key and the key is not done, and checks again after claiming:
    if the key is done, or another trial of it with a lower number is running, the claimed trial
@@ -35,7 +35,6 @@ MLflow runs stay, and a retried trial that finds ``result.json`` completes witho
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -48,8 +47,6 @@ import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-from filelock import FileLock
 
 from benchmark.harness.progress import IGNORED_ATTR, KEY_ATTR, Progress, group_trials, key_state, status_table, study_progress, trial_key_of
 from benchmark.harness.storage import StorageSpec, open_storage, parse_storage_url, redact, retry_callback_class
@@ -328,23 +325,8 @@ class Worker:
                 return f"duplicate: {key} is being run by trial #{other.number}"
         return None
 
-    def _claim_lock(self):
-        """Serialises claims on a SQLite file. SQLite ignores the ``SELECT ... FOR UPDATE`` that
-        makes Optuna's WAITING -> RUNNING transition atomic elsewhere, so two workers can both read
-        a trial as WAITING and both move it to RUNNING; a file lock beside the database (whose
-        workers share its file system anyway) lets one claim at a time. Server databases lock the
-        row; journal storage decides by the order of its log."""
-        spec = self.ctx.storage
-        if spec.kind == "rdb" and spec.path is not None:
-            return FileLock(f"{spec.path}.claim.lock", timeout=120)
-        return contextlib.nullcontext()
-
     def claim_waiting(self):
         """Claim the next WAITING trial that may run (see the module docstring), or None."""
-        with self._claim_lock():
-            return self._claim_waiting()
-
-    def _claim_waiting(self):
         import optuna
         from optuna.trial import TrialState
 
@@ -379,8 +361,7 @@ class Worker:
         originals = [t for t in self._trials() if "failed_trial" not in t.system_attrs and not t.system_attrs.get(IGNORED_ATTR)]
         if len(originals) >= n_trials:
             return None
-        with self._claim_lock():  # ask() may pop a queued retry: the same WAITING -> RUNNING claim
-            trial = self.study.ask()
+        trial = self.study.ask()
         frozen = self.storage.get_trial(trial._trial_id)
         if "failed_trial" not in frozen.system_attrs:
             rank = sum(1 for t in self._trials() if t.number < trial.number and "failed_trial" not in t.system_attrs

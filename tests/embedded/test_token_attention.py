@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
 
-from benchmark.embedded_token_attention import GROUPS, RecordingCrossAttention, phrase_span, token_groups
+from benchmark.embedded_token_attention import GROUPS, RecordingCrossAttention, padded_ids, phrase_span, token_groups
 from diffexp.models.tokenizer import clip_tokenizer
 
 
@@ -15,7 +15,7 @@ def test_token_groups_partition_the_padded_prompt():
     assert list(groups) == list(GROUPS)
     positions = sorted(i for g in groups.values() for i in g)
     assert positions == list(range(tokenizer.model_max_length))  # every position in exactly one group
-    ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length).input_ids
+    ids = padded_ids(tokenizer, text)
     assert tokenizer.decode([ids[i] for i in groups["first object"]]) == "red circle"
     assert tokenizer.decode([ids[i] for i in groups["second object"]]) == "blue square"
     assert tokenizer.decode([ids[i] for i in groups["relation"]]) == "a above a"
