@@ -19,7 +19,7 @@ def add_embedded_command(sub: argparse._SubParsersAction) -> None:
     train = actions.add_parser("train", help="train VAE, generator, alignment CLIP and aesthetic predictor (resumable)")
     for f in fields(TrainSettings):
         train.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f"(default {f.default})")
-    train.add_argument("--stages", nargs="*", help="only these stages (vae latents generator generator_finetune generator_refine reward_clip aesthetic)")
+    train.add_argument("--stages", nargs="*", help="only these stages (vae latents generator generator_finetune generator_refine generator_context reward_clip aesthetic)")
     train.add_argument("--from-shipped", action="store_true",
                        help="start from the shipped generator (as the finished generator_finetune stage) instead of retraining it")
     train.set_defaults(func=_train)

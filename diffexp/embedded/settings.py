@@ -27,6 +27,10 @@ class TrainSettings:
     refine_lr: float = 2e-4
     refine_composition_share: float = 0.5  # third phase: half compositions, so relations are learnt in part
     caption_noise: float = 0.1  # third phase: a random other caption, as web captions often mismatch (CFG then sharpens)
+    context_steps: int = 1000
+    context_lr: float = 2e-4
+    context_length: int = 12  # fourth phase: text context cut from 77 tokens to 12 (the longest caption has 10)
+    context_ema_decay: float = 0.995  # a fresh EMA for the fourth phase: the 77-token weights must not linger
     caption_dropout: float = 0.1  # empty caption -> the unconditional branch CFG needs
     ema_decay: float = 0.999
     checkpoint_every: int = 250

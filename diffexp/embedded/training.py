@@ -8,6 +8,7 @@ with ``(seed, stage, s)``, so a resumed run sees exactly the batches an uninterr
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from diffexp.embedded import architecture
 from diffexp.embedded.settings import TrainSettings
 from diffexp.embedded.scenes import sample_training_batch, to_tensor
-from diffexp.models.tokenizer import clip_tokenizer
+from diffexp.models.tokenizer import MODEL_MAX_LENGTH, clip_tokenizer
 
 
 def _rng(seed: int, stage: str, step: int) -> np.random.Generator:
@@ -166,8 +167,8 @@ def encode_dataset(settings: TrainSettings) -> Path:
 
 
 # -- stage 3: the generator -------------------------------------------------------------------
-def _token_ids(texts: list[str]) -> torch.Tensor:
-    return clip_tokenizer()(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+def _token_ids(texts: list[str], length: int = MODEL_MAX_LENGTH) -> torch.Tensor:
+    return clip_tokenizer()(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
 
 
 def train_generator(settings: TrainSettings) -> Path:
@@ -193,12 +194,32 @@ def refine_generator(settings: TrainSettings) -> Path:
                            caption_noise=settings.caption_noise)
 
 
+def shorten_context(settings: TrainSettings) -> Path:
+    """A fourth phase that cuts the text context from 77 tokens to ``context_length`` (12; the
+    longest caption has 10), continuing UNet + text encoder jointly from the third phase's EMA
+    weights with a fresh, faster EMA (``context_ema_decay``).
+
+    Why: with 77 tokens the UNet read the caption mostly from the ~67 padding states after the end
+    token (0.775 of its cross-attention mass; the causal encoder, trained jointly, puts a summary of
+    the whole caption there), so up-weighting one object's phrase with compel barely reached the
+    UNet and weighting the second object lowered its presence. With 12 tokens it reads the words
+    themselves (benchmark/embedded_token_attention.py; figures in the model card)."""
+    return _train_denoiser(settings, "generator_context", settings.context_steps, settings.context_lr,
+                           composition_share=settings.refine_composition_share, init_stage="generator_refine",
+                           caption_noise=settings.caption_noise, context_length=settings.context_length,
+                           restart_ema_decay=settings.context_ema_decay)
+
+
 def _is_composition(caption: str) -> bool:
     return any(f" {r} " in caption for r in ("above", "below", "left of", "right of"))
 
 
 def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
-                    composition_share: float | None, init_stage: str | None = None, caption_noise: float = 0.0) -> Path:
+                    composition_share: float | None, init_stage: str | None = None, caption_noise: float = 0.0,
+                    context_length: int = MODEL_MAX_LENGTH, restart_ema_decay: float | None = None) -> Path:
+    """Latent-diffusion training of UNet + text encoder, continuing from ``init_stage`` if given.
+    ``restart_ema_decay``: start from ``init_stage``'s EMA weights with a fresh EMA of this decay
+    (for a phase whose input changes, here the context length) instead of continuing its EMA."""
     ckpt = StageCheckpoint(Path(settings.work_dir) / stage)
     if ckpt.done:
         return ckpt.dir
@@ -215,15 +236,21 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
     modules = {"unet": unet, "text_encoder": text_encoder}
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
-    ema = EMAModel(params, decay=settings.ema_decay)
+    if init_stage is not None and restart_ema_decay is not None and not (ckpt.dir / "state.pt").exists():
+        tensors = load_file(str(Path(settings.work_dir) / init_stage / "weights.safetensors"))
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                p.copy_(tensors[f"ema.{i}"])
+    ema = EMAModel(params, decay=settings.ema_decay if restart_ema_decay is None else restart_ema_decay)
     ema_holder = _TensorHolder(ema.shadow_params)
     modules["ema"] = ema_holder
-    if init_stage is not None and not (ckpt.dir / "state.pt").exists():
+    if init_stage is not None and restart_ema_decay is None and not (ckpt.dir / "state.pt").exists():
         tensors = load_file(str(Path(settings.work_dir) / init_stage / "weights.safetensors"))
         for name, module in modules.items():
             module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
     start, _ = ckpt.load(modules, opt, sched)
-    earlier = {None: 0, "generator": settings.gen_steps, "generator_finetune": settings.gen_steps + settings.finetune_steps}
+    earlier = {None: 0, "generator": settings.gen_steps, "generator_finetune": settings.gen_steps + settings.finetune_steps,
+               "generator_refine": 0}  # the fourth phase's EMA starts afresh
     ema.optimization_step = start + earlier[init_stage]
     alphas = noise_sched.alphas_cumprod
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=stage, dynamic_ncols=True)
@@ -245,7 +272,7 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
         noise = torch.randn(z0.shape, generator=g)
         a = alphas[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        emb = text_encoder(_token_ids(texts)).last_hidden_state
+        emb = text_encoder(_token_ids(texts, context_length)).last_hidden_state
         loss = F.mse_loss(unet(zt, t, emb).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -258,8 +285,9 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
             ckpt.save(step + 1, modules, opt, sched)
     ckpt.save(steps, modules, opt, sched)
     ema.copy_to(params)  # ship the EMA weights
-    save_world_pipeline(settings, unet, text_encoder, ckpt.dir / "pipeline", scaling)
-    ckpt.mark_done({"steps": steps, "composition_share": composition_share, "caption_noise": caption_noise, "lr": lr})
+    save_world_pipeline(settings, unet, text_encoder, ckpt.dir / "pipeline", scaling, context_length)
+    ckpt.mark_done({"steps": steps, "composition_share": composition_share, "caption_noise": caption_noise, "lr": lr,
+                    "context_length": context_length})
     return ckpt.dir
 
 
@@ -278,21 +306,26 @@ class _TensorHolder(torch.nn.Module):
             t.copy_(state[str(i)])
 
 
-def save_world_pipeline(settings: TrainSettings, unet, text_encoder, out: Path, scaling: float) -> None:
-    """Assemble and ``save_pretrained`` a StableDiffusionPipeline (fp16 weights: quality holds, half the size)."""
+def save_world_pipeline(settings: TrainSettings, unet, text_encoder, out: Path, scaling: float,
+                        context_length: int = MODEL_MAX_LENGTH) -> None:
+    """Assemble and ``save_pretrained`` a StableDiffusionPipeline (fp16 weights: quality holds, half
+    the size). The tokenizer's ``model_max_length`` is the context the generator was trained with:
+    the pipeline and compel pad prompts to it."""
     from diffusers import StableDiffusionPipeline
 
     vae = _load_vae(settings)
     vae.register_to_config(scaling_factor=scaling)
+    tokenizer = copy.deepcopy(clip_tokenizer())  # the cached one is shared
+    tokenizer.model_max_length = context_length
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet, scheduler=architecture.scheduler(),
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=architecture.scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
 
 
 #: The stages that train the generator, in order (each continues from the previous one).
-GENERATOR_STAGES = ("generator", "generator_finetune", "generator_refine")
+GENERATOR_STAGES = ("generator", "generator_finetune", "generator_refine", "generator_context")
 
 
 def stages() -> dict:
@@ -305,6 +338,7 @@ def stages() -> dict:
         "generator": train_generator,
         "generator_finetune": finetune_generator,
         "generator_refine": refine_generator,
+        "generator_context": shorten_context,
         "reward_clip": train_reward_clip,
         "aesthetic": train_aesthetic,
     }
@@ -343,7 +377,8 @@ def export_generator_checkpoint(settings: TrainSettings, out: Path, use_ema: boo
         with torch.no_grad():
             for i, p in enumerate(params):
                 p.copy_(tensors[f"ema.{i}"])
-    save_world_pipeline(settings, unet, text_encoder, Path(out), scaling)
+    context = settings.context_length if stage == "generator_context" else MODEL_MAX_LENGTH
+    save_world_pipeline(settings, unet, text_encoder, Path(out), scaling, context)
     return Path(out)
 
 

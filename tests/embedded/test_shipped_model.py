@@ -8,6 +8,7 @@ from diffexp.embedded.evaluation import sample_images
 from diffexp.embedded.evaluator import evaluate
 from diffexp.embedded.pipeline import PIPELINE_DIR, load_world_pipeline
 from diffexp.embedded.prompt_sets import get_prompt_set
+from diffexp.embedded.settings import TrainSettings
 
 pytestmark = pytest.mark.skipif(not (PIPELINE_DIR / "model_index.json").exists(), reason="embedded weights not shipped")
 
@@ -21,6 +22,8 @@ def test_plain_diffusers_loads_it_unchanged():
     pipe = StableDiffusionPipeline.from_pretrained(PIPELINE_DIR)
     assert type(pipe.unet).__name__ == "UNet2DConditionModel" and type(pipe.vae).__name__ == "AutoencoderKL"
     assert pipe.tokenizer("a red circle").input_ids[:3] == [49406, 320, 736]
+    # the generator was trained last with a 12-token context; the pipeline pads prompts to it
+    assert pipe.tokenizer.model_max_length == TrainSettings.context_length
 
 
 @pytest.mark.slow

@@ -13,12 +13,12 @@ from diffexp.embedded.pipeline import PIPELINE_DIR
 from diffexp.embedded.settings import TrainSettings
 from diffexp.embedded.training import seed_from_shipped, train
 
-GENERATOR_STAGES = ["vae", "latents", "generator", "generator_finetune", "generator_refine"]
+GENERATOR_STAGES = ["vae", "latents", "generator", "generator_finetune", "generator_refine", "generator_context"]
 
 
 def tiny_settings(work_dir) -> TrainSettings:
     return TrainSettings(work_dir=str(work_dir), vae_steps=2, vae_batch=4, dataset_size=32, gen_steps=2, gen_batch=4,
-                         finetune_steps=2, refine_steps=3, checkpoint_every=1, threads=1)
+                         finetune_steps=2, refine_steps=3, context_steps=2, checkpoint_every=1, threads=1)
 
 
 @pytest.mark.slow
@@ -35,6 +35,12 @@ def test_generator_stages_run_resume_and_save_a_pipeline(tmp_path):
     before = (refine / "weights.safetensors").stat().st_mtime_ns
     train(settings, only=GENERATOR_STAGES)
     assert (refine / "weights.safetensors").stat().st_mtime_ns == before
+    # the fourth phase pads prompts to the short context, and its pipeline says so to diffusers
+    context = tmp_path / "generator_context"
+    assert json.loads((context / "DONE").read_text())["context_length"] == settings.context_length == 12
+    short = StableDiffusionPipeline.from_pretrained(context / "pipeline")
+    assert short.tokenizer.model_max_length == 12 and pipe.tokenizer.model_max_length == 77
+    assert short.encode_prompt("a red circle above a blue square", "cpu", 1, False)[0].shape[1] == 12
 
 
 @pytest.mark.slow
