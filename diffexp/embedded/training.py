@@ -236,22 +236,22 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
     modules = {"unet": unet, "text_encoder": text_encoder}
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
-    if init_stage is not None and restart_ema_decay is not None and not (ckpt.dir / "state.pt").exists():
-        tensors = load_file(str(Path(settings.work_dir) / init_stage / "weights.safetensors"))
-        with torch.no_grad():
-            for i, p in enumerate(params):
-                p.copy_(tensors[f"ema.{i}"])
-    ema = EMAModel(params, decay=settings.ema_decay if restart_ema_decay is None else restart_ema_decay)
-    ema_holder = _TensorHolder(ema.shadow_params)
-    modules["ema"] = ema_holder
-    if init_stage is not None and restart_ema_decay is None and not (ckpt.dir / "state.pt").exists():
-        tensors = load_file(str(Path(settings.work_dir) / init_stage / "weights.safetensors"))
+    restart_ema = restart_ema_decay is not None
+    init = None  # the previous stage's weights, when this one starts (not resumes) from them
+    if init_stage is not None and not (ckpt.dir / "state.pt").exists():
+        init = load_file(str(Path(settings.work_dir) / init_stage / "weights.safetensors"))
+    if init is not None and restart_ema:
+        _copy_ema_weights(init, params)
+    ema = EMAModel(params, decay=restart_ema_decay if restart_ema else settings.ema_decay)
+    modules["ema"] = _TensorHolder(ema.shadow_params)
+    if init is not None and not restart_ema:
         for name, module in modules.items():
-            module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
+            module.load_state_dict({k[len(name) + 1 :]: v for k, v in init.items() if k.startswith(name + ".")})
     start, _ = ckpt.load(modules, opt, sched)
+    # optimiser steps taken before each stage (EMA warm-up continues across stages unless restarted)
     earlier = {None: 0, "generator": settings.gen_steps, "generator_finetune": settings.gen_steps + settings.finetune_steps,
-               "generator_refine": 0}  # the fourth phase's EMA starts afresh
-    ema.optimization_step = start + earlier[init_stage]
+               "generator_refine": settings.gen_steps + settings.finetune_steps + settings.refine_steps}
+    ema.optimization_step = start + (0 if restart_ema else earlier[init_stage])
     alphas = noise_sched.alphas_cumprod
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=stage, dynamic_ncols=True)
     for step in bar:
@@ -289,6 +289,13 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
     ckpt.mark_done({"steps": steps, "composition_share": composition_share, "caption_noise": caption_noise, "lr": lr,
                     "context_length": context_length})
     return ckpt.dir
+
+
+def _copy_ema_weights(tensors: dict[str, torch.Tensor], params: list[torch.Tensor]) -> None:
+    """Set ``params`` (UNet then text encoder, as checkpointed) to a checkpoint's EMA weights."""
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(tensors[f"ema.{i}"])
 
 
 class _TensorHolder(torch.nn.Module):
@@ -373,10 +380,7 @@ def export_generator_checkpoint(settings: TrainSettings, out: Path, use_ema: boo
     for name, module in (("unet", unet), ("text_encoder", text_encoder)):
         module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
     if use_ema:
-        params = list(unet.parameters()) + list(text_encoder.parameters())
-        with torch.no_grad():
-            for i, p in enumerate(params):
-                p.copy_(tensors[f"ema.{i}"])
+        _copy_ema_weights(tensors, list(unet.parameters()) + list(text_encoder.parameters()))
     context = settings.context_length if stage == "generator_context" else MODEL_MAX_LENGTH
     save_world_pipeline(settings, unet, text_encoder, Path(out), scaling, context)
     return Path(out)
