@@ -31,6 +31,7 @@ class TrainSettings:
     context_lr: float = 2e-4
     context_length: int = 12  # fourth phase: text context cut from 77 tokens to 12 (the longest caption has 10)
     context_ema_decay: float = 0.995  # a fresh EMA for the fourth phase: the 77-token weights must not linger
+    context_locality_weight: float = 0.1  # fourth phase: pull the second object's token states toward its own caption's
     caption_dropout: float = 0.1  # empty caption -> the unconditional branch CFG needs
     ema_decay: float = 0.999
     checkpoint_every: int = 250

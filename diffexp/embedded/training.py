@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from diffexp.embedded import architecture
 from diffexp.embedded.settings import TrainSettings
-from diffexp.embedded.scenes import sample_training_batch, to_tensor
+from diffexp.embedded.scenes import caption, parse_caption, sample_training_batch, to_tensor, SceneLabels
 from diffexp.models.tokenizer import MODEL_MAX_LENGTH, clip_tokenizer
 
 
@@ -203,23 +203,66 @@ def shorten_context(settings: TrainSettings) -> Path:
     token (0.775 of its cross-attention mass; the causal encoder, trained jointly, puts a summary of
     the whole caption there), so up-weighting one object's phrase with compel barely reached the
     UNet and weighting the second object lowered its presence. With 12 tokens it reads the words
-    themselves (benchmark/embedded_token_attention.py; figures in the model card)."""
+    themselves (benchmark/embedded_token_attention.py; figures in the model card).
+
+    The causal encoder still let the second object's token states encode mostly the first object
+    and the relation (cosine 0.27 with the object's own caption), so weighting that phrase scaled
+    the caption rather than the object and did not raise its presence. ``context_locality_weight``
+    adds ``1 - second_object_locality`` to the loss, which keeps those states the object's own
+    (cosine 0.997); the relation is still read from the relation words and the end token."""
     return _train_denoiser(settings, "generator_context", settings.context_steps, settings.context_lr,
                            composition_share=settings.refine_composition_share, init_stage="generator_refine",
                            caption_noise=settings.caption_noise, context_length=settings.context_length,
-                           restart_ema_decay=settings.context_ema_decay)
+                           restart_ema_decay=settings.context_ema_decay, locality_weight=settings.context_locality_weight)
 
 
 def _is_composition(caption: str) -> bool:
     return any(f" {r} " in caption for r in ("above", "below", "left of", "right of"))
 
 
+def _last_tokens(ids: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, position) indices of the last ``counts[i]`` tokens before row i's end token."""
+    eos = clip_tokenizer().eos_token_id
+    rows, cols = [], []
+    for i, k in enumerate(counts):
+        end = ids[i, 1:].tolist().index(eos) + 1  # padding may repeat the end token
+        rows += [i] * k
+        cols += range(end - k, end)
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+
+
+def second_object_locality(text_encoder, texts: list[str], states: torch.Tensor, context_length: int) -> torch.Tensor:
+    """Mean cosine similarity between the second object's phrase tokens ("blue square") in each
+    composition caption of ``texts`` and the same tokens in that object's own caption ("a blue
+    square"), which is detached: the target the composition's states are pulled toward. NaN if
+    ``texts`` has no composition.
+
+    Why: the text encoder is causal, so without this the second object's states mostly encode the
+    first object and the relation (cosine 0.27), and compel's weight on that phrase scales the whole
+    caption rather than the object. The first object's states equal its own caption's already."""
+    comps = [(i, parse_caption(t)) for i, t in enumerate(texts) if _is_composition(t)]
+    if not comps:
+        return states.new_tensor(float("nan"))
+    tokenizer = clip_tokenizer()
+    counts = [len(tokenizer(labels.objects[1].phrase, add_special_tokens=False).input_ids) for _, labels in comps]
+    alone_texts = [caption(SceneLabels((labels.objects[1],))) for _, labels in comps]
+    rows, cols = _last_tokens(_token_ids([texts[i] for i, _ in comps], context_length), counts)
+    inside = states[torch.tensor([i for i, _ in comps])][rows, cols]
+    with torch.no_grad():
+        alone_ids = _token_ids(alone_texts, context_length)
+        alone = text_encoder(alone_ids).last_hidden_state
+    a_rows, a_cols = _last_tokens(alone_ids, counts)
+    return F.cosine_similarity(inside, alone[a_rows, a_cols], dim=-1).mean()
+
+
 def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
                     composition_share: float | None, init_stage: str | None = None, caption_noise: float = 0.0,
-                    context_length: int = MODEL_MAX_LENGTH, restart_ema_decay: float | None = None) -> Path:
+                    context_length: int = MODEL_MAX_LENGTH, restart_ema_decay: float | None = None,
+                    locality_weight: float = 0.0) -> Path:
     """Latent-diffusion training of UNet + text encoder, continuing from ``init_stage`` if given.
     ``restart_ema_decay``: start from ``init_stage``'s EMA weights with a fresh EMA of this decay
-    (for a phase whose input changes, here the context length) instead of continuing its EMA."""
+    (for a phase whose input changes, here the context length) instead of continuing its EMA.
+    ``locality_weight``: weight of ``1 - second_object_locality`` added to the denoising loss."""
     ckpt = StageCheckpoint(Path(settings.work_dir) / stage)
     if ckpt.done:
         return ckpt.dir
@@ -274,20 +317,26 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         emb = text_encoder(_token_ids(texts, context_length)).last_hidden_state
         loss = F.mse_loss(unet(zt, t, emb).sample, noise)
+        postfix = {"loss": f"{loss.item():.4f}"}
+        if locality_weight:
+            locality = second_object_locality(text_encoder, texts, emb, context_length)
+            if not torch.isnan(locality):
+                loss = loss + locality_weight * (1 - locality)
+                postfix["locality"] = f"{locality.item():.3f}"
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         ema.step(params)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+        bar.set_postfix(**postfix, lr=f"{sched.get_last_lr()[0]:.1e}")
         if (step + 1) % settings.checkpoint_every == 0:
             ckpt.save(step + 1, modules, opt, sched)
     ckpt.save(steps, modules, opt, sched)
     ema.copy_to(params)  # ship the EMA weights
     save_world_pipeline(settings, unet, text_encoder, ckpt.dir / "pipeline", scaling, context_length)
     ckpt.mark_done({"steps": steps, "composition_share": composition_share, "caption_noise": caption_noise, "lr": lr,
-                    "context_length": context_length})
+                    "context_length": context_length, "locality_weight": locality_weight})
     return ckpt.dir
 
 
