@@ -10,12 +10,14 @@ Batch arithmetic (DDPO), per epoch::
     minibatches        = samples per epoch / (train.batch_size * num_devices)
     optimiser steps    = minibatches / train.gradient_accumulation_steps   (per inner epoch)
 
-and each minibatch backpropagates through ``num_train_timesteps = int(sample.num_steps *
-train.timestep_fraction)`` denoising steps, accumulated into the same optimiser step.
+and each minibatch backpropagates through ``num_train_timesteps = int(window steps *
+train.timestep_fraction)`` denoising steps (the window is ``train.timestep_window`` of the
+``sample.num_steps``; all of them by default), accumulated into the same optimiser step.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,11 +86,29 @@ class DDPOTrainConfig(_Strict):
     batch_size: int = Field(4, ge=1, description="samples per training minibatch, per device")
     gradient_accumulation_steps: int = Field(2, ge=1, description="minibatches accumulated per optimiser step")
     num_inner_epochs: int = Field(1, ge=1, description="passes over each epoch's samples (ddpo-pytorch: 1)")
-    timestep_fraction: float = Field(1.0, gt=0, le=1, description="share of each trajectory's steps trained on, drawn at random per sample")
+    timestep_fraction: float = Field(1.0, gt=0, le=1, description="share of the window's steps trained on, drawn at random per sample")
+    timestep_window: tuple[float, float] = Field(
+        (0.0, 1.0), description="part of each trajectory whose steps may be trained, as fractions of the sampling steps from "
+        "the first (noisiest): (0, 0.5) trains only the first half, where the layout is decided (ddpo-pytorch: all steps)")
     clip_range: float = Field(1e-4, gt=0, description="PPO ratio clip range (ddpo-pytorch: 1e-4)")
     adv_clip_max: float = Field(5.0, gt=0, description="advantages are clipped to [-adv_clip_max, adv_clip_max]")
     max_grad_norm: float = Field(1.0, gt=0)
     stat_tracking: StatTrackingConfig = Field(default_factory=StatTrackingConfig)
+
+    @model_validator(mode="after")
+    def _window_in_order(self):
+        start, end = self.timestep_window
+        if not 0 <= start < end <= 1:
+            raise ValueError(f"train.timestep_window must satisfy 0 <= start < end <= 1, got {list(self.timestep_window)}")
+        return self
+
+    def window_steps(self, num_steps: int) -> range:
+        """Indices (0 = the first, noisiest sampling step) of the steps that may be trained."""
+        start = math.floor(self.timestep_window[0] * num_steps)
+        return range(start, max(start + 1, math.ceil(self.timestep_window[1] * num_steps)))
+
+    def train_steps_per_sample(self, num_steps: int) -> int:
+        return max(1, int(len(self.window_steps(num_steps)) * self.timestep_fraction))
 
 
 class RunConfig(_Strict):
@@ -152,7 +172,7 @@ class DDPOConfig(_Strict):
             "samples_per_epoch": samples,
             "minibatches_per_inner_epoch": minibatches,
             "optimizer_steps_per_epoch": self.train.num_inner_epochs * minibatches // self.train.gradient_accumulation_steps,
-            "train_timesteps_per_sample": max(1, int(self.sample.num_steps * self.train.timestep_fraction)),
+            "train_timesteps_per_sample": self.train.train_steps_per_sample(self.sample.num_steps),
         }
 
 

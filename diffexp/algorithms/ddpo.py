@@ -104,14 +104,15 @@ class DDPO(RewardFinetuningModule):
         t = self.config.train
         opt = self.optimizers()
         n, steps = len(traj), traj.log_probs.shape[1]
-        num_train_steps = max(1, int(steps * t.timestep_fraction))
+        window = torch.tensor(t.window_steps(steps))
+        num_train_steps = t.train_steps_per_sample(steps)
         accum = t.gradient_accumulation_steps
         infos: dict[str, list[float]] = {"loss": [], "approx_kl": [], "clipfrac": [], "ratio": []}
         first_ratio_dev = None
         for inner in range(t.num_inner_epochs):
             order = torch.randperm(n, generator=self.train_generator)
-            # ddpo-pytorch: an independent random order of timesteps for every sample
-            step_order = torch.stack([torch.randperm(steps, generator=self.train_generator) for _ in range(n)])
+            # ddpo-pytorch: an independent random order of timesteps (here: of the window's) for every sample
+            step_order = torch.stack([window[torch.randperm(len(window), generator=self.train_generator)] for _ in range(n)])
             minibatches = order.split(t.batch_size)
             for mb_index, idx in enumerate(minibatches):
                 sub = traj.select(idx)

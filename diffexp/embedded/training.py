@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from diffexp.embedded import architecture
 from diffexp.embedded.settings import TrainSettings
-from diffexp.embedded.scenes import caption, parse_caption, sample_training_batch, to_tensor, SceneLabels
+from diffexp.embedded.scenes import SceneLabels, caption, parse_caption, sample_training_batch, to_tensor
 from diffexp.models.tokenizer import MODEL_MAX_LENGTH, clip_tokenizer
 
 

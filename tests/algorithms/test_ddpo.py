@@ -1,5 +1,6 @@
 """DDPO end to end on the tiny SD 1.5 twin: accounting, logging, checkpoint/resume, DDP."""
 
+import contextlib
 import subprocess
 import sys
 
@@ -112,6 +113,8 @@ def test_ddp_two_cpu_processes(tmp_path):
         ({"sample.num_stepz": 3}, "sample.num_stepz"),
         ({"algorithm": "ppo"}, "algorithm"),
         ({"sample.samples_per_prompt": 3}, "multiple of samples_per_prompt"),
+        ({"train.timestep_window": [0.6, 0.4]}, "timestep_window"),
+        ({"train.timestep_window": [0.0, 1.5]}, "timestep_window"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, overrides, field):
@@ -149,6 +152,39 @@ def test_batch_arithmetic():
                            "sample.num_steps": 20, "train.timestep_fraction": 0.5})
     assert c.batch_arithmetic() == {"samples_per_epoch": 64, "minibatches_per_inner_epoch": 8,
                                     "optimizer_steps_per_epoch": 8, "train_timesteps_per_sample": 10}
+    early = load_config(None, {"sample.num_steps": 20, "train.timestep_window": [0.0, 0.5], "train.timestep_fraction": 1.0})
+    assert list(early.train.window_steps(20)) == list(range(10)) and early.batch_arithmetic()["train_timesteps_per_sample"] == 10
+    middle = load_config(None, {"sample.num_steps": 10, "train.timestep_window": [0.25, 0.75], "train.timestep_fraction": 0.5})
+    assert list(middle.train.window_steps(10)) == [2, 3, 4, 5, 6, 7] and middle.batch_arithmetic()["train_timesteps_per_sample"] == 3
+
+
+@pytest.mark.parametrize("window, allowed", [((0.0, 1.0), set(range(8))), ((0.0, 0.5), {0, 1, 2, 3}), ((0.5, 1.0), {4, 5, 6, 7})])
+def test_update_trains_only_the_window_steps(tmp_path, window, allowed):
+    """Each sample trains ``timestep_fraction`` of the window's steps, each at most once, none outside it."""
+    from diffexp.algorithms.runner import build_module
+
+    module = build_module(config(tmp_path, **{"sample.num_steps": 8, "train.timestep_window": list(window),
+                                              "train.timestep_fraction": 0.5}))
+    module.sampler = module.make_sampler()  # what on_fit_start does, without a Trainer
+    module.no_sync = contextlib.nullcontext
+    module.train_generator.manual_seed(0)
+    traj = module.generate()
+    trained: list[torch.Tensor] = []
+    replay = module.sampler.step_log_prob
+
+    def recording(sub, step_idx):
+        trained.append(step_idx.clone())
+        return replay(sub, step_idx)
+
+    module.sampler.step_log_prob = recording
+    module.optimizers = lambda: torch.optim.SGD(module.trainable, lr=0.0)
+    module.manual_backward = lambda loss: loss.backward()
+    module.update(traj, torch.zeros(len(traj)))
+    per_sample = len(allowed) // 2  # timestep_fraction 0.5 of the window
+    assert len(trained) == 2 * per_sample  # 2 minibatches of 2 samples, one call per trained step
+    rows = torch.cat([torch.stack(trained[m * per_sample : (m + 1) * per_sample], 1) for m in (0, 1)])  # (sample, step)
+    assert set(rows.flatten().tolist()) <= allowed
+    assert all(len(set(row.tolist())) == per_sample for row in rows)  # no step twice for a sample
 
 
 @pytest.mark.parametrize("strategy", ["baseline", "cfg", "phrase", "diffexp"])
