@@ -69,6 +69,9 @@ def print_batch_arithmetic(config) -> None:
         return
     a = config.batch_arithmetic()
     detail = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in a.items())
+    window = config.train.window_steps(config.sample.num_steps) if config.algorithm == "ddpo" else range(config.sample.num_steps)
+    if len(window) < config.sample.num_steps:
+        detail += f" (drawn from steps {window.start}-{window.stop - 1} of 0-{config.sample.num_steps - 1})"
     print(
         f"[{config.algorithm}] batch arithmetic: {config.sample.batch_size} samples x {config.sample.num_batches_per_epoch} "
         f"batches x {config.run.devices} devices; {detail}"

@@ -158,6 +158,15 @@ def test_batch_arithmetic():
     assert list(middle.train.window_steps(10)) == [2, 3, 4, 5, 6, 7] and middle.batch_arithmetic()["train_timesteps_per_sample"] == 3
 
 
+def test_batch_arithmetic_printout_names_the_window(capsys):
+    from diffexp.algorithms.runner import print_batch_arithmetic
+
+    print_batch_arithmetic(load_config(None, {"sample.num_steps": 20, "train.timestep_window": [0.0, 0.5]}))
+    print_batch_arithmetic(load_config(None, {"sample.num_steps": 20}))
+    early, whole = capsys.readouterr().out.splitlines()
+    assert early.endswith("(drawn from steps 0-9 of 0-19)") and "drawn from" not in whole
+
+
 @pytest.mark.parametrize("window, allowed", [((0.0, 1.0), set(range(8))), ((0.0, 0.5), {0, 1, 2, 3}), ((0.5, 1.0), {4, 5, 6, 7})])
 def test_update_trains_only_the_window_steps(tmp_path, window, allowed):
     """Each sample trains ``timestep_fraction`` of the window's steps, each at most once, none outside it."""
