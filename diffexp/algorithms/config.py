@@ -195,6 +195,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
+        if not path.is_file():
+            raise ConfigError(f"config file {path} is not a file (a directory?); give the path of a YAML file")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:

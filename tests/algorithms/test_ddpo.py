@@ -132,6 +132,8 @@ def test_config_file_errors(tmp_path):
     bad.write_text("- a list")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+    with pytest.raises(ConfigError, match="not a file"):
+        load_config(tmp_path)
 
 
 def test_samples_per_prompt_draws_groups_of_one_prompt(tmp_path):
