@@ -22,6 +22,7 @@ import time
 
 import torch
 import yaml
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from benchmark.ddpo_gradient_snr import CONFIG, batch_gradient
 from benchmark.default_budget import fixed_set_score
@@ -59,21 +60,20 @@ def main() -> None:
     print(f"{CONFIG} {args.overrides}: mean gradient of {args.batches} x {args.batch_size} samples, "
           f"norm {direction.norm():.3e} ({time.perf_counter() - start:.0f} s)", flush=True)
     direction /= direction.norm()
-    base = [p.detach().clone() for p in module.trainable]
+    base = parameters_to_vector(module.trainable).detach().clone()  # the same order batch_gradient flattens in
     rewards = {}
     for eps in args.steps:
         with torch.no_grad():
-            offset = 0
-            for p, b in zip(module.trainable, base):
-                p.copy_(b - eps * direction[offset : offset + p.numel()].view_as(p))  # minus the loss gradient: ascent
-                offset += p.numel()
+            vector_to_parameters(base - eps * direction, module.trainable)  # minus the loss gradient: ascent
         rewards[eps], truth = fixed_set_score(module, args.fixed_set)
         print(f"  step {eps:+.2f}: fixed-set reward {rewards[eps]:.3f}, ground truth {truth:.3f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     slope, curvature = line_fit(rewards)
-    best = slope**2 / (4 * curvature) if curvature > 0 else float("inf")
-    print(f"slope {slope:+.3f} per unit step, curvature {curvature:.3f}; best step {slope / (2 * curvature):+.2f} "
-          f"gains {best:.3f}" if curvature > 0 else f"slope {slope:+.3f}, curvature {curvature:.3f} (not concave)")
+    if curvature > 0:
+        print(f"slope {slope:+.3f} per unit step, curvature {curvature:.3f}; best step {slope / (2 * curvature):+.2f} "
+              f"gains {slope**2 / (4 * curvature):.3f}")
+    else:
+        print(f"slope {slope:+.3f}, curvature {curvature:.3f} (not concave: no best step along the line)")
 
 
 if __name__ == "__main__":
