@@ -25,6 +25,11 @@ class Reward(torch.nn.Module):
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         raise NotImplementedError
 
+    def train(self, mode: bool = True) -> "Reward":
+        """A scorer is never in training mode: a host module's ``.train()`` (Lightning, a user) would
+        otherwise switch on dropout in lazily loaded heads (the aesthetic MLPs) and make scores random."""
+        return super().train(False)
+
     def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"{self.name}: expected images of shape (B, 3, H, W) in [0, 1], got {tuple(images.shape)}")

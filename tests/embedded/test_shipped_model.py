@@ -49,3 +49,18 @@ def test_rewards_load_and_prefer_matching_captions(world):
     assert (matching > shuffled).float().mean() >= 0.8
     aesthetic = WorldAestheticReward()(images, captions)
     assert aesthetic.shape == (16,) and torch.isfinite(aesthetic).all()
+
+
+def test_aesthetic_scores_stay_deterministic_when_the_host_module_trains():
+    """Lightning or a user calls ``.train()`` on the module holding the reward; the aesthetic head
+    has dropout, so a reward that followed would score the same image differently each call."""
+    from diffexp.embedded.rewards import WorldAestheticReward
+
+    reward = WorldAestheticReward()
+    images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    before = reward(images, ["x"] * 8)  # loads the models lazily, as in a run's first epoch
+    host = torch.nn.Module()
+    host.reward = reward
+    host.train()
+    assert not any(m.training for m in reward.modules())
+    torch.testing.assert_close(reward(images, ["x"] * 8), before)
