@@ -8,7 +8,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from diffexp.models.twins import SD_SCHEDULER_CONFIG
-from diffexp.sampling.ddim import ddim_step_with_logprob
+from diffexp.sampling.ddim import ddim_step_with_logprob, epsilon_logprob_scale
 
 
 def reference_logprob(eps, x_t, x_prev, t, t_prev, eta):
@@ -82,3 +82,23 @@ def test_log_prob_undefined_without_noise(scheduler):
 def test_requires_set_timesteps():
     with pytest.raises(ValueError, match="set_timesteps"):
         ddim_step_with_logprob(DDIMScheduler(**SD_SCHEDULER_CONFIG), torch.zeros(1, 4, 2, 2), 1, torch.zeros(1, 4, 2, 2), 1.0)
+
+
+@pytest.mark.parametrize("step", [0, 10, 18, 19])
+def test_epsilon_logprob_scale_is_the_schedule_gain_of_the_log_prob_gradient(scheduler, step):
+    """d log_prob / d eps (autograd through the step) equals z * gain / D for the step's noise z."""
+    t = int(scheduler.timesteps[step])
+    x_t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    eps = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64).requires_grad_(True)
+    _, log_prob = ddim_step_with_logprob(scheduler, eps, t, x_t, 1.0, generator=torch.Generator().manual_seed(3))
+    log_prob.sum().backward()
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)  # the step's noise
+    gain = (eps.grad * eps[0].numel() / z).abs()
+    torch.testing.assert_close(gain, torch.full_like(gain, epsilon_logprob_scale(scheduler, t, 1.0).item()), rtol=1e-4, atol=0)
+
+
+def test_epsilon_logprob_scale_per_sample_timesteps(scheduler):
+    steps = scheduler.timesteps[[0, 18, 19]]
+    torch.testing.assert_close(
+        epsilon_logprob_scale(scheduler, steps, 1.0), torch.stack([epsilon_logprob_scale(scheduler, t, 1.0) for t in steps])
+    )

@@ -90,6 +90,10 @@ class DDPOTrainConfig(_Strict):
     timestep_window: tuple[float, float] = Field(
         (0.0, 1.0), description="part of each trajectory whose steps may be trained, as fractions of the sampling steps from "
         "the first (noisiest): (0, 0.5) trains only the first half, where the layout is decided (ddpo-pytorch: all steps)")
+    step_weighting: Literal["none", "epsilon"] = Field(
+        "none", description="weight of each timestep's PPO term: 'none' (ddpo-pytorch) or 'epsilon', which divides it by "
+        "the schedule's gain |d mean/d eps| / std_t (normalised to mean 1 over the window) so every step's gradient is in "
+        "noise-prediction units; without it the second-to-last step's gain is ~6x the others' (20-step DDIM)")
     clip_range: float = Field(1e-4, gt=0, description="PPO ratio clip range (ddpo-pytorch: 1e-4)")
     adv_clip_max: float = Field(5.0, gt=0, description="advantages are clipped to [-adv_clip_max, adv_clip_max]")
     max_grad_norm: float = Field(1.0, gt=0)

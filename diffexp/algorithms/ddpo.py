@@ -107,6 +107,7 @@ class DDPO(RewardFinetuningModule):
         window = torch.tensor(t.window_steps(steps))
         num_train_steps = t.train_steps_per_sample(steps)
         accum = t.gradient_accumulation_steps
+        step_weights = self.step_weights(traj, window)
         infos: dict[str, list[float]] = {"loss": [], "approx_kl": [], "clipfrac": [], "ratio": []}
         first_ratio_dev = None
         for inner in range(t.num_inner_epochs):
@@ -122,7 +123,8 @@ class DDPO(RewardFinetuningModule):
                         step_idx = step_order[idx, j]
                         log_prob = self.sampler.step_log_prob(sub, step_idx)
                         old = sub.log_probs[torch.arange(len(idx)), step_idx.to(sub.log_probs.device)]
-                        loss, info = ppo_clip_loss(log_prob, old, sub_adv, t.clip_range, t.adv_clip_max)
+                        weights = None if step_weights is None else step_weights[step_idx].to(log_prob.device)
+                        loss, info = ppo_clip_loss(log_prob, old, sub_adv, t.clip_range, t.adv_clip_max, weights)
                         self.check_finite(loss, f"update (inner epoch {inner}, minibatch {mb_index}, timestep {j})")
                         if first_ratio_dev is None:
                             first_ratio_dev = (torch.exp(log_prob - old) - 1).abs().max().item()
@@ -139,6 +141,15 @@ class DDPO(RewardFinetuningModule):
         out = {k: float(np.mean(v)) for k, v in infos.items() if v}
         out["first_step_ratio_max_dev"] = float(first_ratio_dev)
         return out
+
+    def step_weights(self, traj: Trajectory, window: torch.Tensor) -> torch.Tensor | None:
+        """Per-step loss weights (indexed by step, 0 = noisiest) for ``train.step_weighting``, or None."""
+        if self.config.train.step_weighting == "none":
+            return None
+        from diffexp.sampling.ddim import epsilon_logprob_scale
+
+        inverse_gain = 1.0 / epsilon_logprob_scale(self.sampler.scheduler, traj.timesteps.cpu(), self.sampler.eta)
+        return inverse_gain / inverse_gain[window].mean()
 
     # the epoch ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

@@ -284,3 +284,41 @@ def test_tf32_follows_the_config(tmp_path, allow):
     assert torch.backends.cudnn.allow_tf32 is allow and torch.backends.cuda.matmul.allow_tf32 is allow
     torch.backends.cudnn.allow_tf32 = True  # PyTorch's default, for the tests after this one
     torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def test_epsilon_step_weighting_passes_each_steps_inverse_gain_to_the_loss(tmp_path, monkeypatch):
+    """train.step_weighting=epsilon: every PPO term is weighted by 1 / (the schedule's gain of its step),
+    normalised to mean 1 over the window; 'none' passes no weights."""
+    from diffexp.algorithms import ddpo
+    from diffexp.algorithms.runner import build_module
+    from diffexp.sampling.ddim import epsilon_logprob_scale
+
+    module = build_module(config(tmp_path, **{"sample.num_steps": 8, "train.timestep_window": [0.5, 1.0], "train.step_weighting": "epsilon"}))
+    module.sampler = module.make_sampler()
+    module.no_sync = contextlib.nullcontext
+    module.optimizers = lambda: torch.optim.SGD(module.trainable, lr=0.0)
+    module.manual_backward = lambda loss: loss.backward()
+    traj = module.generate()
+    gain = epsilon_logprob_scale(module.sampler.scheduler, traj.timesteps.cpu(), 1.0)
+    expected = (1 / gain) / (1 / gain[4:]).mean()
+    seen = []
+    replay, loss_fn = module.sampler.step_log_prob, ddpo.ppo_clip_loss
+
+    def recording_replay(sub, step_idx):
+        seen.append([step_idx.clone()])
+        return replay(sub, step_idx)
+
+    def recording_loss(*args):
+        seen[-1].append(args[5])
+        return loss_fn(*args)
+
+    module.sampler.step_log_prob = recording_replay
+    monkeypatch.setattr(ddpo, "ppo_clip_loss", recording_loss)
+    module.update(traj, torch.randn(len(traj)))
+    assert seen and all(torch.allclose(w, expected[s]) for s, w in seen)
+    assert expected[4:].mean().item() == pytest.approx(1.0) and expected.max() / expected.min() > 3  # the gains differ
+
+    module.config.train.step_weighting = "none"
+    seen.clear()
+    module.update(traj, torch.randn(len(traj)))
+    assert seen and all(w is None for _, w in seen)

@@ -69,3 +69,12 @@ def test_reward_loss():
     loss.backward()
     assert loss.item() == -4.0
     torch.testing.assert_close(r.grad, torch.tensor([-1.0, -1.0]))
+
+
+def test_weights_scale_each_samples_term():
+    rng = np.random.default_rng(7)
+    old = rng.normal(size=16)
+    log_prob, adv, w = old + rng.normal(scale=0.1, size=16), rng.normal(scale=3, size=16), rng.uniform(0.2, 3, size=16)
+    loss, _ = ppo_clip_loss(torch.tensor(log_prob), torch.tensor(old), torch.tensor(adv), 0.05, 5.0, torch.tensor(w))
+    terms = [reference_ppo([lp], [o], [a], 0.05, 5.0)[0] for lp, o, a in zip(log_prob, old, adv)]
+    assert loss.item() == pytest.approx(float(np.mean(np.array(terms) * w)), abs=1e-10)
