@@ -8,8 +8,13 @@
   :mod:`diffexp.embedded.aesthetic_rule`.
 
 Both are differentiable with respect to the image (AlignProp). The ground-truth evaluator
-(:mod:`diffexp.embedded.evaluator`) is deliberately *not* a reward: it measures real prompt
-following and exposes reward hacking.
+(:mod:`diffexp.embedded.evaluator`) measures real prompt following and exposes reward hacking, so
+the default runs never train on it. It is registered only as a diagnostic oracle:
+
+* ``embedded_ground_truth``: the share of a prompt's criteria the evaluator finds met (each
+  object drawn with the right colour and shape, and the relation), in [0, 1]. Not
+  differentiable (DDPO only). It tells apart "DDPO cannot climb this kind of reward" from "DDPO
+  climbs the learned reward's holes"; a run trained on it has no independent gauge left.
 """
 
 from __future__ import annotations
@@ -130,3 +135,22 @@ class WorldAestheticReward(Reward):
             self._load()
         embeds = self._tower(pixel_values=clip_normalise(images.to(self.device))).image_embeds
         return self._head(torch.nn.functional.normalize(embeds, dim=-1))
+
+
+@register_reward("embedded_ground_truth")
+class WorldGroundTruthReward(Reward):
+    """Diagnostic oracle: the share of the prompt's criteria met, by the ground-truth evaluator."""
+
+    name = "embedded_ground_truth"
+    differentiable = False
+    batch_size = 256  # no model: the evaluator is numpy, per image
+
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        from diffexp.embedded.evaluator import evaluate_detailed
+
+        results = evaluate_detailed(images.detach().cpu(), list(prompts))
+        met = [
+            (sum(o.shape_correct for o in r.objects) + (r.relation_correct is True)) / (len(r.objects) + (r.relation_correct is not None))
+            for r in results
+        ]
+        return torch.tensor(met, dtype=torch.float32)
