@@ -106,6 +106,12 @@ class EvalResult:
     def correct(self) -> bool:
         return all(o.shape_correct for o in self.objects) and self.relation_correct is not False
 
+    @property
+    def share_met(self) -> float:
+        """Share of the caption's criteria met: each object (colour and shape), and the relation if any."""
+        met = sum(o.shape_correct for o in self.objects) + (self.relation_correct is True)
+        return met / (len(self.objects) + (self.relation_correct is not None))
+
 
 def _as_float_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """Any supported image layout -> float32 numpy (B, H, W, 3) in [0, 1]."""

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file
 
+from diffexp.embedded.evaluator import evaluate_detailed
 from diffexp.models.tokenizer import clip_tokenizer
 from diffexp.rewards.base import Reward, register_reward
 
@@ -146,11 +147,5 @@ class WorldGroundTruthReward(Reward):
     batch_size = 256  # no model: the evaluator is numpy, per image
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        from diffexp.embedded.evaluator import evaluate_detailed
-
         results = evaluate_detailed(images.detach().cpu(), list(prompts))
-        met = [
-            (sum(o.shape_correct for o in r.objects) + (r.relation_correct is True)) / (len(r.objects) + (r.relation_correct is not None))
-            for r in results
-        ]
-        return torch.tensor(met, dtype=torch.float32)
+        return torch.tensor([r.share_met for r in results], dtype=torch.float32)
