@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
+    if args.by_module and extra.get("model.use_lora") is False:
+        parser.error("--by-module splits the LoRA weights; it needs model.use_lora=true")
     print(f"{args.batches} batches of {args.batch_size} per case, {CONFIG} {args.overrides}; "
           f"cos(N) = cosine of the summed gradient of N={args.budget} samples with the mean")
     for name in args.case or CASES:
