@@ -24,6 +24,7 @@ import itertools
 import re
 import time
 
+import lightning as L
 import numpy as np
 import torch
 import yaml
@@ -39,6 +40,19 @@ CASES = {
     "alignment, object prompts": {"prompts.set": "embedded_objects"},
     "JPEG compressibility": {"reward.name": "jpeg_compressibility"},
 }
+
+
+def base_module(overrides: dict, batch_size: int, sampling_seed: int):
+    """The config's module at its base weights, drawing one batch of ``batch_size`` per
+    ``generate``. The LoRA A matrices are drawn as a training run of the config's ``run.seed``
+    draws them: the B matrices' gradient depends on them, so an unseeded draw would give another
+    gradient direction in every process."""
+    config = load_config(CONFIG, {**overrides, "sample.batch_size": batch_size, "sample.num_batches_per_epoch": 1})
+    L.seed_everything(config.run.seed, verbose=False)  # as runner.run does before build_module
+    module = build_module(config)
+    module.sampler = module.make_sampler()
+    module.sample_generator.manual_seed(sampling_seed)
+    return module
 
 
 def batch_gradient(module, minibatch: int = 16) -> torch.Tensor:
@@ -106,10 +120,7 @@ def main() -> None:
           f"cos(N) = cosine of the summed gradient of N={args.budget} samples with the mean")
     for name in args.case or CASES:
         start = time.perf_counter()
-        config = {**CASES[name], **extra, "sample.batch_size": args.batch_size, "sample.num_batches_per_epoch": 1}
-        module = build_module(load_config(CONFIG, config))
-        module.sampler = module.make_sampler()
-        module.sample_generator.manual_seed(args.seed)
+        module = base_module({**CASES[name], **extra}, args.batch_size, args.seed)
         grads = torch.stack([batch_gradient(module) for _ in range(args.batches)])
         print(f"  {name:<28} {consistency(grads, args.batch_size, args.budget)}  ({time.perf_counter() - start:.0f} s)", flush=True)
         if args.by_module:

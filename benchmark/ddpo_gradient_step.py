@@ -24,10 +24,8 @@ import torch
 import yaml
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from benchmark.ddpo_gradient_snr import CONFIG, batch_gradient
+from benchmark.ddpo_gradient_snr import CONFIG, base_module, batch_gradient
 from benchmark.default_budget import fixed_set_score
-from diffexp.algorithms.config import load_config
-from diffexp.algorithms.runner import build_module
 
 
 def line_fit(rewards: dict[float, float]) -> tuple[float, float]:
@@ -53,9 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
     start = time.perf_counter()
-    module = build_module(load_config(CONFIG, {**overrides, "sample.batch_size": args.batch_size, "sample.num_batches_per_epoch": 1}))
-    module.sampler = module.make_sampler()
-    module.sample_generator.manual_seed(args.seed)
+    module = base_module(overrides, args.batch_size, args.seed)
     direction = torch.stack([batch_gradient(module) for _ in range(args.batches)]).mean(0)
     print(f"{CONFIG} {args.overrides}: mean gradient of {args.batches} x {args.batch_size} samples, "
           f"norm {direction.norm():.3e} ({time.perf_counter() - start:.0f} s)", flush=True)

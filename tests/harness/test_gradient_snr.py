@@ -3,7 +3,7 @@ per-module split picks out each LoRA target kind's B matrices."""
 
 import torch
 
-from benchmark.ddpo_gradient_snr import batch_gradient, lora_groups
+from benchmark.ddpo_gradient_snr import base_module, batch_gradient, lora_groups
 from diffexp.algorithms.config import load_config
 from diffexp.algorithms.runner import build_module
 
@@ -57,3 +57,20 @@ def test_batch_gradient_uses_only_the_windows_steps(tmp_path, monkeypatch):
     grad = batch_gradient(module, minibatch=2)
     assert sorted(set(seen)) == [2, 3] and len(seen) == 2 * 4  # steps 2 and 3 of 4, each for all 4 samples
     assert grad.shape == (sum(p.numel() for p in module.trainable),) and grad.abs().sum() > 0
+
+
+def test_base_module_draws_the_lora_init_of_the_configs_seed(tmp_path):
+    # The B matrices' gradient depends on the A matrices, which LoRA draws at random: two processes
+    # (here: two builds after other random draws) must get the same A for the same run.seed. The
+    # embedded model, because the tiny twin reseeds the generator when it is built.
+    overrides = {"train.batch_size": 4, "run.output_dir": str(tmp_path)}
+    first = base_module(overrides, batch_size=4, sampling_seed=3)
+    torch.randn(100)  # consume the global generator, as earlier work in a process would
+    second = base_module(overrides, batch_size=4, sampling_seed=3)
+    other_seed = base_module({**overrides, "run.seed": 1}, batch_size=4, sampling_seed=3)
+    a_matrices = [i for i, p in enumerate(first.trainable) if p.abs().sum() > 0]  # B starts at 0
+    assert a_matrices
+    for i in a_matrices:
+        assert torch.equal(first.trainable[i], second.trainable[i])
+        assert not torch.equal(first.trainable[i], other_seed.trainable[i])
+    assert torch.equal(batch_gradient(first), batch_gradient(second))
