@@ -27,9 +27,8 @@ import time
 import lightning as L
 import numpy as np
 import torch
-import yaml
 
-from diffexp.algorithms.config import load_config
+from diffexp.algorithms.config import load_config, parse_overrides
 from diffexp.algorithms.losses import ppo_clip_loss
 from diffexp.algorithms.runner import build_module
 from diffexp.algorithms.stat_tracker import PerPromptStatTracker
@@ -113,7 +112,7 @@ def main() -> None:
     parser.add_argument("--by-module", action="store_true", help="also the cosine of each LoRA target kind's part")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
+    extra = parse_overrides(args.overrides)
     if args.by_module and extra.get("model.use_lora") is False:
         parser.error("--by-module splits the LoRA weights; it needs model.use_lora=true")
     print(f"{args.batches} batches of {args.batch_size} per case, {CONFIG} {args.overrides}; "

@@ -21,11 +21,11 @@ import argparse
 import time
 
 import torch
-import yaml
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from benchmark.ddpo_gradient_snr import CONFIG, base_module, batch_gradient
 from benchmark.default_budget import fixed_set_score
+from diffexp.algorithms.config import parse_overrides
 
 
 def line_fit(rewards: dict[float, float]) -> tuple[float, float]:
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--fixed-set", type=int, default=512)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
+    overrides = parse_overrides(args.overrides)
     start = time.perf_counter()
     module = base_module(overrides, args.batch_size, args.seed)
     direction = torch.stack([batch_gradient(module) for _ in range(args.batches)]).mean(0)

@@ -14,7 +14,7 @@ import time
 
 import pandas as pd
 
-from diffexp.algorithms.config import load_config
+from diffexp.algorithms.config import load_config, parse_overrides
 from diffexp.algorithms.runner import run
 
 
@@ -24,9 +24,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed (the first is reported separately as warm-up)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, key=value")
     args = parser.parse_args()
-    import yaml
-
-    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
+    overrides = parse_overrides(args.overrides)
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(args.config, {**overrides, "run.num_epochs": args.epochs + 1, "run.output_dir": tmp,
                                            "run.name": "profile", "run.loggers": ["csv"], "run.eval_every": 10_000})

@@ -104,18 +104,6 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_overrides(items: list[str]) -> dict:
-    import yaml
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like section.field=value")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -134,9 +122,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from diffexp.algorithms.config import describe_config, load_config
+    from diffexp.algorithms.config import describe_config, load_config, parse_overrides
 
-    overrides = _parse_overrides(args.overrides)
+    overrides = parse_overrides(args.overrides)
     if args.algorithm:
         overrides["algorithm"] = args.algorithm
     config = load_config(args.config, overrides)

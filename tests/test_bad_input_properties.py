@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from benchmark.harness.storage import StorageError, parse_storage_url
 from benchmark.harness.study import StudyError, study_from_dict
 from benchmark.harness.tracking import flatten_config
-from diffexp.algorithms.config import ConfigError, load_config
+from diffexp.algorithms.config import ConfigError, load_config, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_CONFIG = yaml.safe_load((ROOT / "experiments" / "embedded" / "ddpo.yaml").read_text())
@@ -112,3 +112,10 @@ def test_malformed_storage_urls_name_the_url(tmp_path_factory, url):
         return
     assert spec.kind in ("rdb", "journal") and spec.url
 
+
+
+def test_command_line_overrides_parse_as_yaml_and_name_a_malformed_item():
+    assert parse_overrides(["train.timestep_window=[0, 0.25]", "run.name=a=b", "run.num_epochs=3"]) == {
+        "train.timestep_window": [0, 0.25], "run.name": "a=b", "run.num_epochs": 3}
+    with pytest.raises(ValueError, match="'train.learning_rate' must look like section.field=value"):
+        parse_overrides(["train.learning_rate"])

@@ -192,6 +192,17 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Command-line ``section.field=value`` items -> ``load_config``'s overrides (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.field=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None, kind=None):
     """Read a YAML config (or defaults when ``path`` is None), apply dotted overrides, validate."""
     data: dict[str, Any] = {}
