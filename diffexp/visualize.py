@@ -41,3 +41,24 @@ def captioned_grid(
         for j, line in enumerate(lines):
             draw.text((x + 3, y + cell + 3 + j * line_height), line, fill="black", font=font)
     return grid
+
+
+def image_strip(images: torch.Tensor) -> Image.Image:
+    """The images side by side in one row at their own size, uncaptioned (a lossless record of
+    evaluation samples that a report can cut back into tiles)."""
+    pil = to_pil(images)
+    if not pil:
+        raise ValueError("no images")
+    width, height = pil[0].size
+    strip = Image.new("RGB", (width * len(pil), height))
+    for i, image in enumerate(pil):
+        strip.paste(image, (i * width, 0))
+    return strip
+
+
+def split_strip(strip: Image.Image, count: int) -> list[Image.Image]:
+    """The ``count`` tiles of an :func:`image_strip`, in order."""
+    if count < 1 or strip.width % count:
+        raise ValueError(f"a strip {strip.width} px wide does not hold {count} equal tiles")
+    width = strip.width // count
+    return [strip.crop((i * width, 0, (i + 1) * width, strip.height)) for i in range(count)]

@@ -15,8 +15,9 @@ def add_report_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "report",
         help="comparison report of a study (curves, paper tables, statistics, sample grids) as one HTML file",
         description="Read a study's runs from MLflow and write a self-contained index.html (figures and sample grids "
-        "embedded), the figures as PNG and SVG and the tables as CSV and LaTeX. Numbers come with 95%% bootstrap "
-        "confidence intervals over seeds.",
+        "embedded), the figures as PNG and SVG and the tables as CSV and LaTeX. It opens with a verdict per cell: "
+        "each strategy against the baseline on the evaluation-set reward, with 95%% intervals over seeds and the smallest "
+        "difference this many seeds could detect.",
         epilog="example: diffexp report runs/my-study --out reports/my-study",
     )
     p.add_argument("path", type=Path, nargs="?", help="study directory (holds mlflow.db) or a run directory (store in its parent)")
@@ -40,12 +41,11 @@ def _parse_budgets(text: str | None) -> list[float] | None:
         raise ValueError(f"--budgets must be comma-separated numbers, got {text!r}") from err
 
 
-def terminal_summary(summary) -> str:
-    """The summary without the wide columns, to fit one screen."""
-    compact = summary.copy()
-    if compact["Task"].nunique() <= 1:
-        compact = compact.drop(columns="Task")
-    compact["AUC"] = compact["AUC"].str.split(" [", regex=False).str[0]
+def terminal_verdict(verdict) -> str:
+    """The verdict's numbers without the sentences, to fit one screen."""
+    from benchmark.reporting.verdict import display_table
+
+    compact = display_table(verdict).drop(columns=["Verdict", "Queries to baseline's final"], errors="ignore")
     return compact.to_string(index=False)
 
 
@@ -61,11 +61,14 @@ def run_report_command(args: argparse.Namespace) -> int:
 
 
 def print_result(result) -> None:
-    """The report's notes, where it went, and its headline table (one screen)."""
+    """The report's notes, where it went, and its verdict (one screen)."""
     for note in result.study.notes:
         print(f"note: {note}")
     print(f"wrote {result.html} ({len(result.study.runs)} runs, {len(result.figures)} figures, "
           f"{len(result.table_files)} table files)")
-    if not result.summary.empty:
-        print(result.summary_title)
-        print(terminal_summary(result.summary))
+    if result.sentences:
+        print("\nVerdict (evaluation-set reward, 95% intervals over seeds):")
+        for line in result.sentences:
+            print(f"- {line}")
+        print()
+        print(terminal_verdict(result.verdict))

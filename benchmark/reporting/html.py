@@ -32,6 +32,8 @@ figcaption{color:#555;font-size:12.5px;margin-top:3px}
 .grid figure{margin:0}details{margin:3px 0}summary{cursor:pointer}
 pre{background:#f7f7f9;border:1px solid #e5e5e5;padding:8px;overflow:auto;max-height:380px;font-size:12px}
 nav a{margin-right:12px;color:#0b57d0;text-decoration:none}
+ul.verdict{padding-left:20px;margin:8px 0 12px}ul.verdict li{margin:4px 0;font-size:14.5px}
+table.verdict td:last-child{min-width:260px}table.verdict td,table.outcomes td{font-size:12px}
 """
 
 
@@ -59,28 +61,19 @@ def table_html(df: pd.DataFrame, cls: str = "") -> str:
 
 
 @dataclass
-class ImageCell:
-    caption: str
-    png: bytes
-
-
-@dataclass
-class ImageRow:
-    label: str
-    cells: list[ImageCell]
-
-
-@dataclass
-class ImageSection:
-    title: str
-    rows: list[ImageRow]
-
-
-@dataclass
 class Figure:
     title: str
     caption: str
     png: bytes
+    key: str = ""
+    panels: list[int] | None = None  # fewest points per panel, read back from the figure's SVG
+
+
+def _facts(f: Figure) -> str:
+    if f.panels is None:
+        return ""
+    empty = sum(1 for p in f.panels if p == 0)
+    return f' data-panels="{len(f.panels)}" data-empty-panels="{empty}" data-min-points="{min(f.panels, default=0)}"'
 
 
 @dataclass
@@ -89,11 +82,13 @@ class Page:
 
     title: str
     subtitle: str
-    summary: pd.DataFrame
-    summary_title: str
+    verdict_sentences: list[str]
+    verdict: pd.DataFrame
+    verdict_note: str
+    outcomes: pd.DataFrame
     figures: list[Figure]
+    samples: list[Figure]
     tables: list[tuple[str, str, pd.DataFrame]]
-    image_sections: list[ImageSection]
     runs: pd.DataFrame
     provenance: dict
     configs: list[tuple[str, str]] = field(default_factory=list)
@@ -102,23 +97,19 @@ class Page:
 
 def _figures(figures: list[Figure]) -> str:
     return "".join(
-        f'<figure><h3>{esc(f.title)}</h3><img src="{data_uri(f.png)}" alt="{esc(f.title)}">'
+        f'<figure id="figure-{esc(f.key)}"{_facts(f)}><h3>{esc(f.title)}</h3><img src="{data_uri(f.png)}" alt="{esc(f.title)}">'
         f"<figcaption>{esc(f.caption)}</figcaption></figure>"
         for f in figures
     )
 
 
-def _images(sections: list[ImageSection]) -> str:
-    parts = []
-    for section in sections:
-        parts.append(f"<h3>{esc(section.title)}</h3>")
-        for row in section.rows:
-            cells = "".join(
-                f'<figure><img src="{data_uri(c.png)}" alt="{esc(c.caption)}"><figcaption>{esc(c.caption)}</figcaption></figure>'
-                for c in row.cells
-            )
-            parts.append(f'<div class="grid"><div class="label">{esc(row.label)}</div>{cells}</div>')
-    return "".join(parts)
+def _verdict(page: Page) -> str:
+    if page.verdict.empty:
+        return "<p>No verdict: the study logged no evaluation-set reward (eval_reward_mean).</p>"
+    items = "".join(f"<li>{esc(s)}</li>" for s in page.verdict_sentences)
+    outcomes = ("<h3>Ground truths, other rewards and diversity (evaluation set, base model → final)</h3>" + table_html(page.outcomes, "outcomes")
+                if not page.outcomes.empty else "")
+    return f'<ul class="verdict">{items}</ul>{table_html(page.verdict, "verdict")}<p class="sub">{esc(page.verdict_note)}</p>{outcomes}'
 
 
 def _provenance(prov: dict, configs: list[tuple[str, str]]) -> str:
@@ -137,10 +128,10 @@ def render(page: Page) -> str:
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in page.notes)
     tables = "".join(f"<h3>{esc(title)}</h3>{table_html(df)}" for _, title, df in page.tables)
     sections = [
-        ("summary", "Summary", f"<p class='sub'>{esc(page.summary_title)}</p>{table_html(page.summary, 'summary')}"),
+        ("verdict", "Verdict", _verdict(page)),
         ("figures", "Figures", _figures(page.figures) or "<p>No metric curves found.</p>"),
+        ("samples", "Samples", _figures(page.samples) or "<p>No evaluation samples were logged.</p>"),
         ("tables", "Tables", tables or "<p>No tables (no reward metrics found).</p>"),
-        ("samples", "Samples over training", _images(page.image_sections) or "<p>No eval images were logged.</p>"),
         ("runs", "Runs", table_html(page.runs, "runs")),
         ("provenance", "Provenance", _provenance(page.provenance, page.configs)),
     ]

@@ -8,8 +8,8 @@ param, then to a neutral value (``seed`` falls back to the run's index within it
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import pandas as pd
+
+from diffexp.evaluation.artifacts import EVAL_IMAGE_DIR, PROMPTS_NAME, parse_eval_image
 
 #: identifying columns carried on every row of the long metric table
 ID_COLUMNS = ["run_id", "algorithm", "strategy", "seed", "reward", "prompt_set", "task"]
@@ -30,7 +32,7 @@ FALLBACK_PARAMS = {
     "reward": ["reward.name", "reward"],
     "prompt_set": ["prompts.set", "prompt_set"],
 }
-_QUERIES_RE = re.compile(r"queries_(\d+)")
+IMAGE_COLUMNS = ["run_id", "kind", "step", "path"]
 #: Optuna trial states (the harness's ``optuna.state`` tag) whose truncated curves are left out
 DROPPED_TRIAL_STATES = {"PRUNED", "FAIL"}
 
@@ -43,8 +45,10 @@ class Study:
     n_points, last_step, git_commit) plus ``tags``/``params`` dicts.
     ``metrics``: long table, one row per (run, metric, step) with the identifying columns;
     ``step`` is the number of reward queries.
-    ``images``: eval image grids, one row per (run, step) with a local ``path``.
+    ``images``: evaluation images, one row per (run, kind, step) with a local ``path``; ``kind``
+    is "grid" (captioned) or "samples" (the uncaptioned strip, see ``diffexp.evaluation.artifacts``).
     ``configs``: run_id -> config.yaml text (when the run logged one).
+    ``eval_prompts``: run_id -> the evaluation prompts in the order of its sample strips.
     """
 
     name: str
@@ -54,6 +58,7 @@ class Study:
     images: pd.DataFrame
     configs: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    eval_prompts: dict[str, list[str]] = field(default_factory=dict)
 
 
 def resolve_source(path: Path | str | None, tracking_uri: str | None = None, experiments: list[str] | None = None):
@@ -139,37 +144,45 @@ def _local_artifact_root(run) -> Path | None:
 
 
 def _remote_artifacts(client, run_id: str, cache: Path) -> tuple[list[Path], Path | None]:
-    """Download eval images and config.yaml from a remote artifact store (without progress bars)."""
+    """Download the evaluation files and config.yaml from a remote artifact store (without progress bars)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         listed = {f.path for f in client.list_artifacts(run_id)}
-        pngs = [f.path for f in client.list_artifacts(run_id, "eval_images")] if "eval_images" in listed else []
-        images = [Path(client.download_artifacts(run_id, p, str(cache / run_id))) for p in pngs if p.endswith(".png")]
+        names = [f.path for f in client.list_artifacts(run_id, EVAL_IMAGE_DIR)] if EVAL_IMAGE_DIR in listed else []
+        wanted = [p for p in names if parse_eval_image(Path(p).name) or Path(p).name == PROMPTS_NAME]
+        files = [Path(client.download_artifacts(run_id, p, str(cache / run_id))) for p in wanted]
         config = Path(client.download_artifacts(run_id, "config.yaml", str(cache / run_id))) if "config.yaml" in listed else None
-        return images, config
+        return files, config
     except Exception:  # an unreachable artifact store should not stop the report
         return [], None
 
 
-def _artifacts(client, run, cache: Path) -> tuple[list[tuple[int, Path]], str | None]:
-    """Eval image grids ``eval_images/queries_XXXXXXXX.png`` and ``config.yaml`` of one run, falling
-    back to the run's folder on disk (``run_dir`` / ``checkpoint_dir`` tags) when nothing was logged."""
+def _eval_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if parse_eval_image(p.name) or p.name == PROMPTS_NAME)
+
+
+def _artifacts(client, run, cache: Path) -> tuple[list[tuple[str, int, Path]], list[str] | None, str | None]:
+    """The evaluation files of one run (``diffexp.evaluation.artifacts``: (kind, queries, path)
+    per image, and the evaluation prompts) and its ``config.yaml``, falling back to the run's
+    folder on disk (``run_dir`` / ``checkpoint_dir`` tags) when nothing was logged."""
     root = _local_artifact_root(run)
     if root is not None:
-        pngs = sorted((root / "eval_images").glob("queries_*.png"))
+        files = _eval_files(root / EVAL_IMAGE_DIR) if (root / EVAL_IMAGE_DIR).is_dir() else []
         config_path = root / "config.yaml" if (root / "config.yaml").is_file() else None
     else:
-        pngs, config_path = _remote_artifacts(client, run.info.run_id, cache)
+        files, config_path = _remote_artifacts(client, run.info.run_id, cache)
     folders = [Path(run.data.tags[k]) for k in ("run_dir", "checkpoint_dir") if run.data.tags.get(k)]
-    if not pngs or config_path is None:
+    if not files or config_path is None:
         for folder in [f for d in folders for f in (d, d.parent)]:
-            if not pngs and (folder / "eval_images").is_dir():
-                pngs = sorted((folder / "eval_images").glob("queries_*.png"))
+            if not files and (folder / EVAL_IMAGE_DIR).is_dir():
+                files = _eval_files(folder / EVAL_IMAGE_DIR)
             if config_path is None and (folder / "config.yaml").is_file():
                 config_path = folder / "config.yaml"
-    images = [(int(m.group(1)), p) for p in pngs if (m := _QUERIES_RE.search(p.name))]
+    images = sorted((e.kind, e.queries, p) for p in files if (e := parse_eval_image(p.name)))
+    prompts_file = next((p for p in files if p.name == PROMPTS_NAME), None)
+    prompts = json.loads(prompts_file.read_text()) if prompts_file is not None else None
     config = config_path.read_text(errors="replace") if config_path is not None else None
-    return sorted(images), config
+    return images, prompts, config
 
 
 def load_study(
@@ -192,7 +205,7 @@ def load_study(
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="diffexp-report-"))
     exp_names = {e.experiment_id: e.name for e in chosen}
     notes: list[str] = []
-    rows, metric_frames, image_rows, configs = [], [], [], {}
+    rows, metric_frames, image_rows, configs, eval_prompts = [], [], [], {}, {}
     for run in _all_runs(client, list(exp_names)) if exp_names else []:
         if run_name_filter is not None and run.info.run_name != run_name_filter:
             continue
@@ -225,17 +238,20 @@ def load_study(
                      "value": [m.value for m in history], "timestamp": [m.timestamp for m in history]}
                 )
             )
-        images, config = _artifacts(client, run, cache)
-        image_rows += [{"run_id": run.info.run_id, "step": step, "path": str(p)} for step, p in images]
+        images, prompts, config = _artifacts(client, run, cache)
+        image_rows += [{"run_id": run.info.run_id, "kind": kind, "step": step, "path": str(p)} for kind, step, p in images]
+        if prompts is not None:
+            eval_prompts[run.info.run_id] = prompts
         if config is not None:
             configs[run.info.run_id] = config
     runs = _finish_runs(pd.DataFrame(rows, columns=_RUN_COLUMNS))
     metrics = _finish_metrics(metric_frames, runs)
     runs = _add_run_summary(runs, metrics)
-    images = pd.DataFrame(image_rows, columns=["run_id", "step", "path"]).merge(runs[ID_COLUMNS], on="run_id")
+    images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS).merge(runs[ID_COLUMNS], on="run_id")
     if runs.empty:
         notes.append("no runs found")
-    return Study(name=study_name, tracking_uri=uri, runs=runs, metrics=metrics, images=images, configs=configs, notes=notes)
+    return Study(name=study_name, tracking_uri=uri, runs=runs, metrics=metrics, images=images, configs=configs, notes=notes,
+                 eval_prompts=eval_prompts)
 
 
 _RUN_COLUMNS = ["run_id", "run_name", "experiment", "status", "start_time", "git_commit", "config_hash",
@@ -293,4 +309,4 @@ def study_from_frames(metrics: pd.DataFrame, name: str = "synthetic") -> Study:
     long = metrics[["run_id", "metric", "step", "value"]].assign(timestamp=0)
     metrics = _finish_metrics([long], runs)
     return Study(name=name, tracking_uri="memory", runs=_add_run_summary(runs, metrics), metrics=metrics,
-                 images=pd.DataFrame(columns=["run_id", "step", "path"] + ID_COLUMNS[1:]))
+                 images=pd.DataFrame(columns=IMAGE_COLUMNS + ID_COLUMNS[1:]))

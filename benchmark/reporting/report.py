@@ -1,6 +1,9 @@
 """Build a report folder from a study: ``index.html``, ``figures/*.png|svg``, ``tables/*.csv|tex``.
 
-Kept separate from the CLI so notebooks and the sweep harness can call :func:`build_report`.
+The page opens with the verdict (does a strategy beat the baseline on the held-out set, by how
+much, and could this many seeds have told?), then the figures, the samples of the base model next
+to each strategy's last ones, the tables, the runs and their provenance. Kept separate from the
+CLI so notebooks and the sweep harness can call :func:`build_report`.
 """
 
 from __future__ import annotations
@@ -8,60 +11,144 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pandas as pd
 
 from benchmark.reporting import figures as figs
 from benchmark.reporting import html as page_html
-from benchmark.reporting import provenance, stats, tables
-from benchmark.reporting.labels import ALGORITHM_ORDER, STRATEGY_ORDER, algorithm_label, metric_label, ordered, strategy_label
+from benchmark.reporting import provenance, stats, tables, verdict
+from benchmark.reporting.labels import STRATEGY_ORDER, algorithm_label, cell_label, ordered, reward_label, strategy_label
 from benchmark.reporting.load import Study, load_study
 
-CURVE_METRICS = ("reward_mean", "eval_reward_mean")
-IMAGE_POINTS = 3  # eval grids shown per strategy: first, middle and last logged
+SAMPLE_COLUMNS = 10  # held-out samples shown per cell
 
 
 @dataclass
 class ReportResult:
     out_dir: Path
     html: Path
-    summary: pd.DataFrame
-    summary_title: str
+    verdict: pd.DataFrame
+    sentences: list[str]
     figures: list[figs.FigureFile]
     table_files: list[Path]
     study: Study
 
 
-def _pick(steps: list[int], n: int) -> list[int]:
-    """n roughly evenly spaced items including the first and last."""
-    if len(steps) <= n:
-        return steps
-    return [steps[round(i * (len(steps) - 1) / (n - 1))] for i in range(n)]
+# -- no machine paths on the page ----------------------------------------------------------------
+class PathScrubber:
+    """Replaces the study directory, the working directory and the home directory in any text
+    with ``<study>``, ``.`` and ``~``: a committed report must not name folders of the machine
+    that made it."""
+
+    def __init__(self, study_dir: Path | None):
+        roots = []
+        if study_dir is not None:
+            roots.append((str(Path(study_dir).resolve()), "<study>"))
+        roots += [(str(Path.cwd().resolve()), "."), (str(Path.home().resolve()), "~")]
+        # longest first, so a study inside the working directory becomes <study>, not ./runs/...
+        self.roots = sorted({r for r in roots if len(r[0]) > 1}, key=lambda r: -len(r[0]))
+
+    def __call__(self, text):
+        if not isinstance(text, str):
+            return text
+        for root, name in self.roots:
+            text = text.replace(root, name)
+        return text
+
+    def frame(self, df: pd.DataFrame) -> pd.DataFrame:
+        return df.apply(lambda col: col.map(self)) if not df.empty else df
 
 
-def image_sections(study: Study, max_width: int = 400) -> list[page_html.ImageSection]:
-    """Per algorithm x task: one row per strategy with the lowest-seed run's eval grids at the
-    start, middle and end of training (the grids come captioned with their prompts)."""
-    images = study.images
-    sections = []
+def store_label(uri: str, study_dir: Path | None) -> str:
+    """The tracking store as a reader may see it: relative to the study directory when inside it,
+    credentials redacted otherwise."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = Path(uri.split("sqlite:///", 1)[-1])
+        if study_dir is not None:
+            try:
+                return f"sqlite:///<study>/{path.resolve().relative_to(Path(study_dir).resolve())}"
+            except ValueError:
+                pass
+        return f"sqlite:///…/{path.name}"
+    if parsed.scheme in ("", "file"):
+        return f"…/{Path(parsed.path).name}"
+    if parsed.password:
+        return uri.replace(f":{parsed.password}@", ":***@")
+    return uri
+
+
+# -- samples ----------------------------------------------------------------------------------------
+def _strip_tiles(path: str, count: int):
+    from PIL import Image
+
+    from diffexp.visualize import split_strip
+
+    with Image.open(path) as image:
+        return split_strip(image.convert("RGB"), count)
+
+
+def sample_figures(study: Study, out_dir: Path) -> list[tuple[str, str, Path]]:
+    """Per cell: the held-out samples of the base model (0 queries) and, below, the same prompts
+    and noise at the end of training under each strategy (lowest seed). (title, caption, png)."""
+    images = study.images[study.images["kind"] == "samples"] if "kind" in study.images else study.images.iloc[:0]
+    out = []
     if images.empty:
-        return sections
-    for algorithm in ordered(images["algorithm"].unique(), ALGORITHM_ORDER):
-        for task in sorted(images.loc[images["algorithm"] == algorithm, "task"].unique()):
-            sub = images[(images["algorithm"] == algorithm) & (images["task"] == task)]
-            rows = []
-            for strategy in ordered(sub["strategy"].unique(), STRATEGY_ORDER):
-                s = sub[sub["strategy"] == strategy]
-                first_run = s.assign(_seed=pd.to_numeric(s["seed"], errors="coerce")).sort_values(["_seed", "seed", "run_id"]).iloc[0]
-                run = s[s["run_id"] == first_run["run_id"]].sort_values("step")
-                picked = run[run["step"].isin(_pick(run["step"].tolist(), IMAGE_POINTS))]
-                cells = [page_html.ImageCell(f"seed {r.seed} · {r.step:,} queries", figs.thumbnail(Path(r.path), max_width))
-                         for r in picked.itertuples()]
-                rows.append(page_html.ImageRow(strategy_label(strategy), cells))
-            sections.append(page_html.ImageSection(f"{algorithm_label(algorithm)} · {task}", rows))
-    return sections
+        return out
+    images = images.assign(_seed=pd.to_numeric(images["seed"], errors="coerce"))
+    used: set[str] = set()
+    for algorithm, task in figs.cells(images):
+        cell = images[(images["algorithm"] == algorithm) & (images["task"] == task)]
+        rows, prompts = [], None
+        for strategy in ordered(cell["strategy"].unique(), STRATEGY_ORDER):
+            s = cell[cell["strategy"] == strategy].sort_values(["_seed", "seed", "run_id"])
+            run_id = s.iloc[0]["run_id"]
+            run = s[s["run_id"] == run_id].sort_values("step")
+            run_prompts = study.eval_prompts.get(run_id)
+            if run_prompts is None:
+                continue
+            if prompts is None:
+                prompts = run_prompts
+                start = run[run["step"] == 0]
+                if not start.empty:
+                    rows.append(("base model (0 queries)", _strip_tiles(start.iloc[0]["path"], len(prompts))))
+            if run_prompts != prompts or run["step"].max() == 0:
+                continue
+            last = run.iloc[-1]
+            rows.append((f"{strategy_label(strategy)}, seed {last['seed']} ({last['step']:,} q.)", _strip_tiles(last["path"], len(prompts))))
+        if prompts is None or len(rows) < 2:
+            continue
+        fig = figs.samples_figure(rows, prompts, figs.sample_columns(prompts, SAMPLE_COLUMNS))
+        reward, _, prompt_set = task.partition(" · ")
+        key = f"samples_{algorithm}_{tables._slug(reward_label(reward))}"
+        if key in used:  # the same algorithm and reward on another prompt set
+            key += f"_{tables._slug(prompt_set)}"
+        used.add(key)
+        saved = figs.save_figure(fig, out_dir, key, "", "")
+        out.append((f"Samples: {cell_label(algorithm, task)}",
+                    "The same evaluation prompts and noise: the base model (top) and each strategy at the end of training "
+                    "(its lowest seed); no exploration at evaluation.", saved.png))
+    return out
 
 
+def evaluation_sets(study: Study) -> list[str]:
+    """One line per cell: what its evaluation set is (prompts, samples per prompt, the prompt set's
+    evaluation options), read from the runs' logged evaluation prompts and params."""
+    lines = []
+    runs = study.runs
+    for algorithm, task in figs.cells(runs) if not runs.empty else []:
+        cell = runs[(runs["algorithm"] == algorithm) & (runs["task"] == task)]
+        prompts = next((study.eval_prompts[r] for r in cell["run_id"] if r in study.eval_prompts), None)
+        params = cell.iloc[0]["params"] or {}
+        options = {k.removeprefix("prompts.eval_options."): v for k, v in params.items() if k.startswith("prompts.eval_options.")}
+        where = ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+        size = f"{len(set(prompts))} prompts x {len(prompts) // max(1, len(set(prompts)))} samples" if prompts else "prompts not logged"
+        lines.append(f"{cell_label(algorithm, task)}: {size}" + (f" ({where})" if where else ""))
+    return lines
+
+
+# -- the rest of the page ------------------------------------------------------------------------
 def runs_table(study: Study) -> pd.DataFrame:
     r = study.runs
     return pd.DataFrame({
@@ -85,10 +172,10 @@ def run_configs(study: Study) -> list[tuple[str, str]]:
     return out
 
 
-def study_provenance(study: Study, command: list[str] | None) -> dict:
+def study_provenance(study: Study, command: list[str] | None, store: str) -> dict:
     prov = provenance.collect(command)
     commits = sorted({c for c in study.runs["git_commit"] if isinstance(c, str)})
-    prov = {"study": study.name, "tracking_uri": study.tracking_uri, "experiments": ", ".join(sorted(study.runs["experiment"].unique())),
+    prov = {"study": study.name, "tracking_store": store, "experiments": ", ".join(sorted(study.runs["experiment"].unique())),
             "runs": str(len(study.runs)), "run_git_commits": ", ".join(commits) or "not recorded", **prov}
     prov["report_git_commit"] = prov.pop("git_commit")
     return prov
@@ -104,7 +191,7 @@ def build_report(
     seed: int = 0,
     command: list[str] | None = None,
 ) -> ReportResult:
-    """Load the study, compute the tables, draw the figures and write the report folder."""
+    """Load the study, compute the verdict and tables, draw the figures and write the report folder."""
     out_dir = Path(out) if out else Path("reports") / (Path(path).resolve().name if path else "study")
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="diffexp-report-") as cache:  # downloaded artifacts, dropped afterwards
@@ -113,23 +200,70 @@ def build_report(
 
 def _build(path, out_dir: Path, tracking_uri, experiments, budgets, reps, seed, command, cache: Path) -> ReportResult:
     study = load_study(path, tracking_uri, experiments, cache_dir=cache)
+    study_dir = Path(path) if path is not None and Path(path).is_dir() else None
+    scrub = PathScrubber(study_dir)
     built = tables.build_tables(study.metrics, budgets=budgets, reps=reps, seed=seed)
-    table_files = tables.write_tables(built, out_dir)
-    curve_metrics = [m for m in CURVE_METRICS if m in set(study.metrics["metric"])]
-    figure_files = figs.make_figures(study.metrics, out_dir, curve_metrics, seed=seed)
-    summary = tables.summary_table(built)
-    summary_title = (f"Headline numbers for {metric_label(built.primary)} ({built.primary}); final = at the common query budget; "
-                     "[95% bootstrap CI over seeds]; ratio = queries to reach the baseline's final value / the baseline's own.")
+    metric_names = set(study.metrics["metric"])
+    has_heldout = verdict.HELDOUT_METRIC in metric_names
+    verdict_rows = verdict.verdict_table(study.metrics, reps=reps, seed=seed) if has_heldout else pd.DataFrame(columns=verdict.COLUMNS)
+    sentences = verdict.cell_sentences(verdict_rows)
+    outcomes = verdict.outcome_table(study.metrics) if has_heldout else pd.DataFrame()
+    verdict_display = verdict.display_table(verdict_rows)
+    outcome_display = verdict.outcome_display(outcomes)
+    extra_blocks = []
+    if not verdict_display.empty:
+        extra_blocks.append(("verdict", "Verdict on the evaluation-set reward at each cell's final budget", verdict_display))
+    if not outcome_display.empty:
+        extra_blocks.append(("ground_truth", "Evaluation-set ground truths, other rewards and diversity: base model → final (gain [95% t CI])",
+                             outcome_display))
+    table_files = tables.write_tables(built, out_dir, extra_blocks)
+    folder = out_dir / "tables"
+    verdict_rows.to_csv(folder / "verdict.csv", index=False)
+    outcomes.to_csv(folder / "ground_truth.csv", index=False)
+    table_files += [folder / "verdict.csv", folder / "ground_truth.csv"]
+    figure_files = figs.make_figures(study.metrics, out_dir, seed=seed)
+    samples = sample_figures(study, out_dir)
     n_runs = len(study.runs)
     strategies = ", ".join(strategy_label(s) for s in ordered(study.runs["strategy"].unique(), STRATEGY_ORDER)) if n_runs else "none"
+    store = store_label(study.tracking_uri, study_dir)
+    notes = [scrub(n) for n in study.notes]
+    if not has_heldout and n_runs:
+        notes.append("no evaluation-set reward (eval_reward_mean) was logged, so there is no verdict")
     page = page_html.Page(
         title=f"diffexp report: {study.name}",
-        subtitle=f"{n_runs} runs · strategies: {strategies} · store: {study.tracking_uri}",
-        summary=summary, summary_title=summary_title,
-        figures=[page_html.Figure(f.title, f.caption, figs.png_bytes(f.png)) for f in figure_files],
-        tables=tables.display_blocks(built),
-        image_sections=image_sections(study),
-        runs=runs_table(study), provenance=study_provenance(study, command), configs=run_configs(study), notes=study.notes,
+        subtitle=f"{n_runs} runs · strategies: {strategies} · store: {store}",
+        verdict_sentences=sentences,
+        verdict=verdict_display,
+        verdict_note=VERDICT_NOTE + (" Evaluation sets: " + "; ".join(evaluation_sets(study)) + "." if n_runs else ""),
+        outcomes=outcome_display,
+        figures=[page_html.Figure(f.title, f.caption, figs.png_bytes(f.png), f.key, figs.svg_panels(f.svg)) for f in figure_files],
+        samples=[page_html.Figure(title, caption, figs.png_bytes(png), png.stem) for title, caption, png in samples],
+        tables=[(k, t, df) for k, t, df in tables.display_blocks(built)],
+        runs=runs_table(study),
+        provenance={k: (scrub(v) if isinstance(v, str) else v) for k, v in study_provenance(study, command, store).items()},
+        configs=[(scrub(label), scrub(text)) for label, text in run_configs(study)],
+        notes=notes,
     )
     html_path = page_html.write(page, out_dir / "index.html")
-    return ReportResult(out_dir, html_path, summary, summary_title, figure_files, table_files, study)
+    (out_dir / VERDICT_MD).write_text(verdict_markdown(study.name, sentences), encoding="utf-8")
+    return ReportResult(out_dir, html_path, verdict_rows, sentences, figure_files, table_files, study)
+
+
+VERDICT_MD = "verdict.md"
+
+
+def verdict_markdown(name: str, sentences: list[str]) -> str:
+    """The verdict's sentences as a Markdown list (what the README quotes)."""
+    lines = [f"- {s}" for s in sentences] or ["- no verdict: the study logged no evaluation-set reward"]
+    return "\n".join(lines) + "\n"
+
+
+VERDICT_NOTE = (
+    "Each cell's runs are evaluated on the same evaluation set (fixed prompts and noise, never trained on), without "
+    "exploration, at 0 queries (the base model) and on a cadence during training. Gain over base: final minus base-model reward on the evaluation set, mean over seeds "
+    "with a 95% t interval; the baseline learned when every seed gained and that interval excludes 0. Δ vs baseline: "
+    "Welch 95% interval. Detectable Δ: the smallest true difference a two-sided t test at 5% finds with 80% power, "
+    "(t(0.975, 2n−2) + t(0.8, 2n−2))·s·√(2/n), s = the cell's seed std pooled over strategies. Queries to the baseline's "
+    "final: where a strategy's mean evaluation-set curve first reaches the baseline's final mean (interpolated between "
+    "evaluations), 95% bootstrap interval over seeds."
+)

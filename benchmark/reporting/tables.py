@@ -26,13 +26,22 @@ import numpy as np
 import pandas as pd
 
 from benchmark.reporting import stats
-from benchmark.reporting.labels import ALGORITHM_ORDER, BASELINE, STRATEGY_ORDER, algorithm_label, ordered, strategy_label
+from benchmark.reporting.labels import (
+    ALGORITHM_ORDER, BASELINE, STRATEGY_ORDER, algorithm_label, cell_label, metric_label, ordered, reward_label, strategy_label,
+)
 
 DEFAULT_FRACTIONS = (0.25, 0.5, 1.0)
-TABLE_METRICS = ("reward_mean", "eval_reward_mean", "eval_gt_accuracy")
+#: the held-out reward first (the verdict's metric), then the training-batch reward
+TABLE_METRICS = ("eval_reward_mean", "reward_mean")
 #: "queries to reach the baseline's final value" only means something for the optimised reward;
-#: ground-truth accuracy may fall while the reward rises (that is what the hacking figure shows)
+#: a ground truth may fall while the reward rises (that is what the ground-truth figure shows)
 EFFICIENCY_METRICS = ("reward_mean", "eval_reward_mean")
+#: a held-out curve has few points (its evaluations): its budgets are those points
+MAX_LOGGED_BUDGETS = 12
+#: an area under a curve needs a curve: runs with fewer points get none
+AUC_MIN_POINTS = 3
+#: short file names of the tables of each metric
+METRIC_KEYS = {"eval_reward_mean": "heldout", "reward_mean": "training"}
 
 
 @dataclass
@@ -86,11 +95,20 @@ def common_budget(by_strategy: dict[str, list[Curve]]) -> float:
     return float(min(lasts)) if lasts else float("nan")
 
 
-def panel_budgets(by_strategy: dict[str, list[Curve]], budgets: list[float] | None, fractions=DEFAULT_FRACTIONS) -> list[float]:
+def panel_budgets(by_strategy: dict[str, list[Curve]], budgets: list[float] | None, fractions=DEFAULT_FRACTIONS,
+                  evaluations: bool = False) -> list[float]:
+    """The given budgets; else, for held-out ``evaluations`` logged at a few steps shared by every
+    run, those steps up to the common budget; else 25%, 50% and 100% of the common budget."""
     if budgets:
         return [float(b) for b in budgets]
     common = common_budget(by_strategy)
-    return [] if math.isnan(common) else sorted({float(round(f * common)) for f in fractions})
+    if math.isnan(common):
+        return []
+    logged = sorted({float(x) for curves in by_strategy.values() for c in curves for x in c.steps if x <= common})
+    shared = all(set(logged) <= set(c.steps.tolist()) for cs in by_strategy.values() for c in cs)
+    if evaluations and shared and len(logged) <= MAX_LOGGED_BUDGETS:
+        return logged
+    return sorted({float(round(f * common)) for f in fractions})
 
 
 # -- raw tables ----------------------------------------------------------------------------------
@@ -99,7 +117,7 @@ def budget_table(metrics: pd.DataFrame, metric: str, budgets: list[float] | None
     budget do not count there)."""
     rows = []
     for (algorithm, task), by_strategy in panel_curves(metrics, metric).items():
-        for budget in panel_budgets(by_strategy, budgets):
+        for budget in panel_budgets(by_strategy, budgets, evaluations=metric.startswith("eval_")):
             for strategy, curves in by_strategy.items():
                 values = [stats.value_at(*c.xy, budget) for c in curves]
                 est = stats.bootstrap_ci(values, reps=reps, seed=seed)
@@ -150,6 +168,9 @@ def auc_table(metrics: pd.DataFrame, metric: str, reps: int = stats.DEFAULT_REPS
     for (algorithm, task), by_strategy in panel_curves(metrics, metric).items():
         budget = common_budget(by_strategy)
         for strategy, curves in by_strategy.items():
+            curves = [c for c in curves if np.sum(c.steps <= budget) >= AUC_MIN_POINTS]
+            if not curves:
+                continue
             est = stats.bootstrap_ci([stats.auc(*c.xy, budget=budget) for c in curves], reps=reps, seed=seed)
             rows.append({"algorithm": algorithm, "task": task, "metric": metric, "strategy": strategy, "budget": budget,
                          "auc": est.point, "ci_low": est.low, "ci_high": est.high, "n_runs": len(curves)})
@@ -250,100 +271,73 @@ def _row_label(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def summary_table(tables: Tables, metric: str | None = None) -> pd.DataFrame:
-    """One row per algorithm x task x strategy: the headline numbers for ``metric`` (default primary)."""
-    metric = metric or tables.primary
-    cols = ["Algorithm", "Task", "Strategy", "Final", "AUC", "Queries to baseline", "Ratio", "IQM", "P(>baseline)"]
-    if not metric:
-        return pd.DataFrame(columns=cols)
-    final = tables.ablation[tables.ablation["metric"] == metric]
-    auc = tables.auc[tables.auc["metric"] == metric].set_index(["algorithm", "task", "strategy"])
-    eff = tables.efficiency[tables.efficiency["metric"] == metric].set_index(["algorithm", "task", "strategy"])
-    rob = tables.robust[tables.robust["metric"] == metric].set_index(["algorithm", "reward", "strategy"])
-    d_val = decimals(final["mean"])
-    d_q = 0
-    rows = []
-    for _, r in final.iterrows():
-        key = (r["algorithm"], r["task"], r["strategy"])
-        a = auc.loc[key] if key in auc.index else None
-        e = eff.loc[key] if key in eff.index else None
-        rkey = (r["algorithm"], tables.task_rewards.get(r["task"], r["task"]), r["strategy"])
-        b = rob.loc[rkey] if rkey in rob.index else None
-        rows.append({
-            "Algorithm": algorithm_label(r["algorithm"]), "Task": r["task"], "Strategy": strategy_label(r["strategy"]),
-            "Final": fmt_ci(r["mean"], r["ci_low"], r["ci_high"], d_val),
-            "AUC": "–" if a is None else fmt_ci(a["auc"], a["ci_low"], a["ci_high"], d_val),
-            "Queries to baseline": "–" if e is None else fmt(e["queries"], d_q),
-            "Ratio": "–" if e is None else fmt(e["ratio"], 2, "∞"),
-            "IQM": "–" if b is None else fmt(b["iqm"], d_val),
-            "P(>baseline)": "–" if b is None or r["strategy"] == BASELINE else fmt(b["poi"], 2),
-        })
-    return pd.DataFrame(rows, columns=cols)
+def _key(metric: str) -> str:
+    return METRIC_KEYS.get(metric, _slug(metric))
 
 
 def display_blocks(tables: Tables) -> list[tuple[str, str, pd.DataFrame]]:
     """(key, title, formatted table) blocks for the page and LaTeX, primary metric first."""
     blocks = []
     for metric in sorted(tables.metrics, key=lambda m: m != tables.primary):
+        label, key = metric_label(metric), _key(metric)
         b = tables.budgets[tables.budgets["metric"] == metric]
         if not b.empty:
             d = decimals(b["mean"])
             b = _row_label(b).assign(cell=[fmt_ci(m, lo, hi, d) for m, lo, hi in zip(b["mean"], b["ci_low"], b["ci_high"])])
-            b["Budget"] = b["budget"].map(lambda x: f"{x:,.0f} queries")
-            wide = b.pivot_table(index=["Algorithm", "task", "Strategy"], columns="Budget", values="cell", aggfunc="first", sort=False)
-            order = [f"{x:,.0f} queries" for x in sorted(b["budget"].unique())]
-            wide = wide.reindex(columns=[c for c in order if c in wide.columns]).reset_index().rename(columns={"task": "Task"})
-            blocks.append((f"budgets_{metric}", f"{metric}: mean at equal reward-query budgets [95% CI over seeds]", wide))
+            b["Cell"] = [cell_label(a, t) for a, t in zip(b["algorithm"], b["task"])]
+            b["Budget"] = b["budget"].map(lambda x: f"{x:,.0f}")
+            for cell_name, part in b.groupby("Cell", sort=False):
+                wide = part.pivot_table(index="Strategy", columns="Budget", values="cell", aggfunc="first", sort=False)
+                order = [f"{x:,.0f}" for x in sorted(part["budget"].unique())]
+                wide = wide.reindex(columns=[c for c in order if c in wide.columns]).reset_index()
+                blocks.append((f"{key}_budgets", f"{cell_name}: {label} at each budget (reward queries) [95% bootstrap CI over seeds]", wide))
         e = tables.efficiency[tables.efficiency["metric"] == metric]
         if not e.empty:
             e = _row_label(e)
             out = pd.DataFrame({
-                "Algorithm": e["Algorithm"], "Task": e["task"], "Strategy": e["Strategy"],
+                "Cell": [cell_label(a, t) for a, t in zip(e["algorithm"], e["task"])], "Strategy": e["Strategy"],
                 "Baseline final": [fmt(v, decimals(e["target"])) for v in e["target"]],
                 "Queries to reach it": [fmt_ci(q, lo, hi, 0) for q, lo, hi in zip(e["queries"], e["ci_low"], e["ci_high"])],
                 "Ratio to baseline": [fmt_ci(q, lo, hi, 2, "∞") for q, lo, hi in zip(e["ratio"], e["ratio_low"], e["ratio_high"])],
             })
-            blocks.append((f"efficiency_{metric}", f"{metric}: reward queries to reach the baseline's final value (ratio < 1: fewer)", out))
+            blocks.append((f"{key}_efficiency", f"{label}: reward queries to reach the baseline's final value (ratio < 1: fewer)", out))
         a = tables.auc[tables.auc["metric"] == metric]
         if not a.empty:
             d = decimals(a["auc"])
             a = _row_label(a)
-            out = pd.DataFrame({"Algorithm": a["Algorithm"], "Task": a["task"], "Strategy": a["Strategy"],
+            out = pd.DataFrame({"Cell": [cell_label(x, t) for x, t in zip(a["algorithm"], a["task"])], "Strategy": a["Strategy"],
                                 "Queries": [f"{x:,.0f}" for x in a["budget"]],
-                                "AUC (mean over training)": [fmt_ci(m, lo, hi, d) for m, lo, hi in zip(a["auc"], a["ci_low"], a["ci_high"])]})
-            blocks.append((f"auc_{metric}", f"{metric}: area under the curve / query span [95% CI]", out))
+                                "Mean over training (AUC / span)": [fmt_ci(m, lo, hi, d) for m, lo, hi in zip(a["auc"], a["ci_low"], a["ci_high"])]})
+            blocks.append((f"{key}_auc", f"{label}: area under the curve divided by the query span [95% CI]", out))
         r = tables.robust[tables.robust["metric"] == metric]
         if not r.empty:
             d = decimals(r["iqm"])
             r = _row_label(r)
-            out = pd.DataFrame({"Algorithm": r["Algorithm"], "Reward": r["reward"], "Strategy": r["Strategy"],
+            out = pd.DataFrame({"Algorithm": r["Algorithm"], "Reward": r["reward"].map(reward_label), "Strategy": r["Strategy"],
                                 "Runs x tasks": [f"{n} x {t}" for n, t in zip(r["n_runs"], r["n_tasks"])],
                                 "IQM final": [fmt_ci(m, lo, hi, d) for m, lo, hi in zip(r["iqm"], r["iqm_low"], r["iqm_high"])],
                                 "P(> baseline)": [("–" if s == BASELINE else fmt_ci(m, lo, hi, 2)) for s, m, lo, hi in
                                                   zip(r["strategy"], r["poi"], r["poi_low"], r["poi_high"])]})
-            blocks.append((f"robust_{metric}", f"{metric}: interquartile mean of final values (stratified bootstrap CI) and probability of improvement", out))
-        blocks += ablation_blocks(tables, metric)
+            blocks.append((f"{key}_robust", f"{label}: interquartile mean of final values (stratified bootstrap CI) and probability of improvement", out))
+    blocks += ablation_blocks(tables, tables.primary)
     return blocks
 
 
 def ablation_blocks(tables: Tables, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
-    """Strategy rows x algorithm columns per task: the paper's ablation table."""
+    """Strategy rows x cell columns at each cell's common budget: the paper's ablation table."""
     ab = tables.ablation[tables.ablation["metric"] == metric]
-    blocks = []
-    for task in sorted(ab["task"].unique()):
-        t = ab[ab["task"] == task]
-        d = decimals(t["mean"])
-        cells = {}
-        for _, r in t.iterrows():
-            cells.setdefault(strategy_label(r["strategy"]), {})[algorithm_label(r["algorithm"])] = fmt_ci(r["mean"], r["ci_low"], r["ci_high"], d)
-        algorithms = [algorithm_label(a) for a in ordered(t["algorithm"].unique(), ALGORITHM_ORDER)]
-        strategies = [strategy_label(s) for s in ordered(t["strategy"].unique(), STRATEGY_ORDER)]
-        wide = pd.DataFrame([{"Strategy": s, **{a: cells.get(s, {}).get(a, "–") for a in algorithms}} for s in strategies])
-        first_budget = t.groupby("algorithm")["budget"].first()
-        budgets = ", ".join(f"{algorithm_label(a)} {first_budget[a]:,.0f}" for a in ordered(t["algorithm"].unique(), ALGORITHM_ORDER))
-        key = f"ablation_{metric}" + (f"_{_slug(task)}" if ab["task"].nunique() > 1 else "")
-        blocks.append((key, f"Ablation, {metric} ({task}) at the common budget ({budgets} queries) [95% CI]", wide))
-    return blocks
+    if ab.empty:
+        return []
+    cells, cols = {}, []
+    for (algorithm, task), part in ab.groupby(["algorithm", "task"], sort=False):
+        d = decimals(part["mean"])
+        col = f"{cell_label(algorithm, task)} ({part['budget'].iloc[0]:,.0f} q.)"
+        cols.append(col)
+        for _, r in part.iterrows():
+            cells.setdefault(strategy_label(r["strategy"]), {})[col] = fmt_ci(r["mean"], r["ci_low"], r["ci_high"], d)
+    strategies = [strategy_label(s) for s in ordered(ab["strategy"].unique(), STRATEGY_ORDER)]
+    wide = pd.DataFrame([{"Strategy": s, **{c: cells.get(s, {}).get(c, "–") for c in cols}} for s in strategies])
+    return [("ablation", f"Ablation: {metric_label(metric)} at each cell's final budget (q. = reward queries) [95% bootstrap CI]", wide)]
 
 
 def _slug(text: str) -> str:
@@ -370,8 +364,9 @@ def latex_table(df: pd.DataFrame, caption: str, label: str) -> str:
     return "\n".join(lines)
 
 
-def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
-    """Raw CSVs (all metrics) and one .tex per display block into ``out_dir/tables``."""
+def write_tables(tables: Tables, out_dir: Path, extra_blocks: list[tuple[str, str, pd.DataFrame]] = ()) -> list[Path]:
+    """Raw CSVs (all metrics) and the display blocks as LaTeX into ``out_dir/tables``: one .tex
+    per block key (blocks sharing a key, e.g. one per cell, go into the same file)."""
     folder = Path(out_dir) / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -379,11 +374,11 @@ def write_tables(tables: Tables, out_dir: Path) -> list[Path]:
         path = folder / f"{name}.csv"
         getattr(tables, name).to_csv(path, index=False)
         written.append(path)
-    summary = summary_table(tables)
-    summary.to_csv(folder / "summary.csv", index=False)
-    written.append(folder / "summary.csv")
-    for key, title, df in display_blocks(tables):
+    by_key: dict[str, list[str]] = {}
+    for key, title, df in [*extra_blocks, *display_blocks(tables)]:
+        by_key.setdefault(key, []).append(latex_table(df, title, f"{key}-{len(by_key.get(key, [])) + 1}".replace("_", "-")))
+    for key, parts in by_key.items():
         path = folder / f"{key}.tex"
-        path.write_text(latex_table(df, title, key.replace("_", "-")))
+        path.write_text("\n".join(parts))
         written.append(path)
     return written

@@ -39,6 +39,7 @@ class TruncationConfig(_Strict):
 
 class AlignPropTrainConfig(_Strict):
     learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate (AlignProp: 1e-3)")
+    lr_warmup_steps: int = Field(0, ge=0, description="optimiser steps of linear learning-rate warm-up (AlignProp: none)")
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon")
@@ -111,7 +112,6 @@ class AlignProp(RewardFinetuningModule):
 
     def training_step(self, batch, batch_idx):
         s, t = self.config.sample, self.config.train
-        opt = self.optimizers()
         rewards_all, prompts_all, k_used, grad_norms = [], [], [], []
         images_all = []
         clock = PhaseClock()
@@ -131,8 +131,7 @@ class AlignProp(RewardFinetuningModule):
                 with clock("time_update"):
                     self.sync_gradients()
                     grad_norms.append(torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm).item())
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
+                    self.step_optimizer()
             rewards_all.append(rewards.detach())
             prompts_all += plan.prompts
             images_all.append(traj.images.detach())
@@ -141,7 +140,4 @@ class AlignProp(RewardFinetuningModule):
         metrics = self.reward_metrics(self.gather(rewards.to(self.device)).cpu(), prompts_all, torch.cat(images_all))
         metrics.update(clock.times)
         metrics.update(loss=-t.reward_coefficient * rewards.mean().item(), grad_norm=float(np.mean(grad_norms)), truncation_k_mean=float(np.mean(k_used)))
-        epoch = self.current_epoch + 1
-        if epoch % self.config.run.eval_every == 0 or epoch == self.config.run.num_epochs:
-            metrics.update(self.evaluate())
-        self.log_metrics(metrics)
+        self.finish_epoch(metrics)

@@ -11,7 +11,9 @@ each optimiser step, because one epoch makes many backward passes per forward of
 from __future__ import annotations
 
 import contextlib
+import json
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from diffexp.evaluation import EVAL_IMAGE_DIR, build_evaluator, evaluators_for_prompt_set, grid_name, samples_name, within_prompt_diversity
+from diffexp.evaluation.artifacts import PROMPTS_NAME
 from diffexp.exploration import build_strategy
 from diffexp.models import get_pipeline
 from diffexp.models.lora import add_lora, lora_state_dict
@@ -45,12 +49,31 @@ def resolve_prompts(config, evaluation: bool = False) -> list[PromptLike]:
         raise ValueError(f"prompts: set {config.set!r} does not take options {sorted(options)}: {err}") from None
 
 
+def evenly_spaced(items: list, n: int) -> list:
+    """``n`` items spread evenly over ``items`` (all of them if there are no more than ``n``): a
+    structured prompt list (sorted by first object, say) is covered, not just its head."""
+    if n >= len(items):
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)] if n > 1 else [items[0]]
+
+
+def build_reward_by_name(name: str):
+    from diffexp.rewards import build_reward
+
+    return build_reward(name)
+
+
 def resolve_reward(config):
     from diffexp.rewards import WeightedSum, build_reward
 
     if config.weights:
         return WeightedSum({name: (build_reward(name), w) for name, w in config.weights.items()})
     return build_reward(config.name, **config.options)
+
+
+#: base-model evaluations of this process, by evaluation set (see ``evaluate_base_model``)
+_BASE_EVALUATIONS: dict[str, tuple[dict, int, Path]] = {}
+_BASE_EVALUATIONS_KEPT = 8
 
 
 class NonFiniteError(RuntimeError):
@@ -81,14 +104,14 @@ class RewardFinetuningModule(L.LightningModule):
             p.data = p.data.float()
         self.strategy = build_strategy(config.exploration)
         self.reward_fn = resolve_reward(config.reward)
+        own = None if config.reward.weights else config.reward.name
+        self.eval_rewards = {name: build_reward_by_name(name) for name in config.run.eval_rewards if name != own}
+        names = dict.fromkeys([*evaluators_for_prompt_set(config.prompts.set), *config.run.evaluators])
+        self.evaluators = [build_evaluator(name) for name in names]  # (images, prompts) -> extra eval metrics
         self.train_prompts = resolve_prompts(config.prompts)
-        self.eval_prompts = resolve_prompts(config.prompts, evaluation=True)[: config.run.eval_num_prompts]
+        self.eval_prompts = evenly_spaced(resolve_prompts(config.prompts, evaluation=True), config.run.eval_num_prompts)
         self.sample_generator = torch.Generator()
-        self.evaluators: list = []  # callables (images, prompts) -> dict of extra eval metrics
-        if config.prompts.set.startswith("embedded_"):  # the world's ground truth exposes reward hacking
-            from diffexp.embedded.evaluation import ground_truth_metrics
-
-            self.evaluators.append(ground_truth_metrics)
+        self.eval_samples = 0  # held-out samples drawn so far (scored, but not reward queries)
 
     # -- set-up ----------------------------------------------------------------------------
     def make_sampler(self) -> TrajectorySampler:
@@ -97,10 +120,22 @@ class RewardFinetuningModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.pipe.to(self.device)
-        self.reward_fn.to(self.device) if hasattr(self.reward_fn, "to") else None
+        for reward in (self.reward_fn, *self.eval_rewards.values()):
+            reward.to(self.device)
         self.sampler = self.make_sampler()
         if not getattr(self, "_restored_generator", False):
             self.sample_generator.manual_seed(self.config.run.seed * 1000 + self.global_rank)
+
+    def on_train_start(self) -> None:
+        """A fresh run evaluates the base model first (the 0-query point of every held-out curve)."""
+        if self.reward_queries:
+            return  # resumed: the base model was evaluated by the first attempt
+        if self.global_rank == 0:
+            for logger in self.loggers:  # a fresh start replaces the rows of an attempt that left no checkpoint
+                if hasattr(logger, "truncate_after"):
+                    logger.truncate_after(-1)
+        if self.config.run.eval_at_start:
+            self.log_metrics(self.evaluate_base_model(), epoch=-1, progress=False)
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader([0], batch_size=1)
@@ -151,18 +186,28 @@ class RewardFinetuningModule(L.LightningModule):
         model = self.trainer.strategy.model
         return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
 
-    def log_metrics(self, metrics: dict[str, Any]) -> None:
-        """Log against ``reward_queries`` (the x-axis of every sample-efficiency curve)."""
+    def log_metrics(self, metrics: dict[str, Any], epoch: int | None = None, progress: bool = True) -> None:
+        """Log against ``reward_queries`` (the x-axis of every sample-efficiency curve); ``epoch``
+        defaults to the current one (-1 marks the evaluation before training)."""
         metrics = {k: float(v) for k, v in metrics.items()}
         metrics["reward_queries"] = float(self.reward_queries)
-        metrics["epoch"] = float(self.current_epoch)
+        metrics["eval_samples"] = float(self.eval_samples)
+        metrics["epoch"] = float(self.current_epoch if epoch is None else epoch)
         self.last_metrics = metrics  # for callbacks (e.g. the sweep harness's pruning)
         if self.global_rank == 0:
             for logger in self.loggers:
                 logger.log_metrics(metrics, step=self.reward_queries)
                 logger.save()  # flush every epoch: a killed run keeps its curve up to the kill
-        self.log("reward", metrics.get("reward_mean", 0.0), prog_bar=True, logger=False, rank_zero_only=True)
-        self.log("queries", float(self.reward_queries), prog_bar=True, logger=False, rank_zero_only=True)
+        if progress:
+            self.log("reward", metrics.get("reward_mean", 0.0), prog_bar=True, logger=False, rank_zero_only=True)
+            self.log("queries", float(self.reward_queries), prog_bar=True, logger=False, rank_zero_only=True)
+
+    def finish_epoch(self, metrics: dict[str, Any]) -> None:
+        """The end of every algorithm's epoch: held-out evaluation on its cadence, then logging."""
+        epoch = self.current_epoch + 1
+        if epoch % self.config.run.eval_every == 0 or epoch == self.config.run.num_epochs:
+            metrics.update(self.evaluate())
+        self.log_metrics(metrics)
 
     def reward_metrics(self, rewards: torch.Tensor, prompts: list[str], images: torch.Tensor) -> dict[str, float]:
         """Reward statistics over ``rewards`` (the global batch); per-prompt and diversity over this rank's samples."""
@@ -185,16 +230,56 @@ class RewardFinetuningModule(L.LightningModule):
     # -- held-out evaluation ---------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Fixed-seed samples of the held-out prompts, without exploration, scored by the reward."""
+        """The held-out set: the same prompts and noise at every evaluation of every run of a study
+        (``run.eval_seed``), sampled without exploration at the base CFG scale, scored by the reward,
+        the extra ``run.eval_rewards`` and the evaluators. Not counted as reward queries."""
         run = self.config.run
         prompts = [p for p in self.eval_prompts for _ in range(run.eval_samples_per_prompt)]
-        traj = self.sample_without_exploration(prompts, torch.Generator().manual_seed(run.seed + 12345))
-        rewards = self.reward_fn(traj.images, traj.prompts)  # evaluation: not counted as training queries
-        metrics = {"eval_reward_mean": rewards.mean().item(), "eval_diversity": within_prompt_diversity(traj.images, traj.prompts)}
+        traj = self.sample_without_exploration(prompts, torch.Generator().manual_seed(run.eval_seed))
+        self.eval_samples += len(traj)
+        rewards = self.reward_fn(traj.images, traj.prompts)
+        metrics = {"eval_reward_mean": rewards.mean().item(), "eval_reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
+                   "eval_diversity": within_prompt_diversity(traj.images, traj.prompts)}
+        for name, reward in self.eval_rewards.items():
+            metrics[f"eval_score_{name}"] = reward(traj.images, traj.prompts).mean().item()
         for evaluator in self.evaluators:
             metrics.update(evaluator(traj.images, traj.prompts))
-        self.save_eval_images(traj, rewards)
+        self.save_eval_images(traj.images, traj.prompts, rewards)
         return metrics
+
+    def evaluate_base_model(self) -> dict[str, float]:
+        """:meth:`evaluate` before any update. The untrained module is the base model (a LoRA adapter
+        starts with B = 0, so it adds exactly zero), so every run of a study with the same evaluation
+        set gets the same numbers and images: a process that runs several trials (a sweep worker)
+        evaluates the base model once per evaluation set and reuses it."""
+        key = self._base_evaluation_key()
+        cached = _BASE_EVALUATIONS.get(key)
+        if cached is None:
+            metrics = self.evaluate()
+            folder = Path(self.run_dir) / EVAL_IMAGE_DIR
+            _BASE_EVALUATIONS[key] = (dict(metrics), self.eval_samples, folder)
+            while len(_BASE_EVALUATIONS) > _BASE_EVALUATIONS_KEPT:
+                _BASE_EVALUATIONS.pop(next(iter(_BASE_EVALUATIONS)))
+            return metrics
+        metrics, samples, folder = cached
+        names = [grid_name(0), samples_name(0), PROMPTS_NAME]
+        if not all((folder / n).is_file() for n in names):  # the first run's files are gone: evaluate again
+            _BASE_EVALUATIONS.pop(key)
+            return self.evaluate_base_model()
+        self.eval_samples += samples
+        self.copy_eval_files(folder, names)
+        return dict(metrics)
+
+    def _base_evaluation_key(self) -> str:
+        c = self.config
+        fields = {
+            "model": c.model.model_dump(mode="json"), "steps": c.sample.num_steps, "eta": c.sample.eta,
+            "guidance": c.exploration.guidance_scale, "prompts": [str(p) for p in self.eval_prompts],
+            "eval": {k: getattr(c.run, k) for k in ("eval_samples_per_prompt", "eval_seed", "eval_rewards", "evaluators", "precision")},
+            "reward": c.reward.model_dump(mode="json"), "device": str(self.device), "threads": torch.get_num_threads(),
+        }
+        fields["model"].pop("lora", None)  # the adapter's shape does not change the base model
+        return json.dumps(fields, sort_keys=True, default=str)
 
     def sample_without_exploration(self, prompts: list, generator: torch.Generator) -> Trajectory:
         """Samples at the base CFG scale with ``generator``, UNet in eval mode (evaluation, never training)."""
@@ -208,19 +293,39 @@ class RewardFinetuningModule(L.LightningModule):
         self.unet.train(was_training)
         return traj
 
-    def save_eval_images(self, traj: Trajectory, rewards: torch.Tensor) -> None:
+    def save_eval_images(self, images: torch.Tensor, prompts: list[str], rewards: torch.Tensor) -> None:
         if self.global_rank != 0:
             return
-        from diffexp.visualize import captioned_grid
+        from diffexp.visualize import captioned_grid, image_strip
 
-        captions = [f"{p} | r={r:.2f}" for p, r in zip(traj.prompts, rewards.tolist())]
-        grid = captioned_grid(traj.images, captions, ncols=max(2, self.config.run.eval_samples_per_prompt * 2), cell=96)
-        out = Path(self.run_dir) / "eval_images" / f"queries_{self.reward_queries:08d}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        grid.save(out)
+        captions = [f"{p} | r={r:.2f}" for p, r in zip(prompts, rewards.tolist())]
+        folder = Path(self.run_dir) / EVAL_IMAGE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        grid = folder / grid_name(self.reward_queries)
+        captioned_grid(images, captions, ncols=max(2, self.config.run.eval_samples_per_prompt * 2), cell=96).save(grid)
+        samples = folder / samples_name(self.reward_queries)
+        image_strip(images).save(samples)
+        (folder / PROMPTS_NAME).write_text(json.dumps(list(prompts)))
+        self.log_eval_artifacts([grid, samples, folder / PROMPTS_NAME])
+
+    def copy_eval_files(self, source: Path, names: list[str]) -> None:
+        """Another run's evaluation files (the shared base-model evaluation) into this run's folder."""
+        if self.global_rank != 0:
+            return
+        folder = Path(self.run_dir) / EVAL_IMAGE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        copied = []
+        for name in names:
+            if source.resolve() != folder.resolve():
+                shutil.copyfile(source / name, folder / name)
+            copied.append(folder / name)
+        self.log_eval_artifacts(copied)
+
+    def log_eval_artifacts(self, paths: list[Path]) -> None:
         for logger in self.loggers:
             if hasattr(logger, "experiment") and hasattr(logger, "run_id") and logger.run_id:
-                logger.experiment.log_artifact(logger.run_id, str(out), artifact_path="eval_images")
+                for path in paths:
+                    logger.experiment.log_artifact(logger.run_id, str(path), artifact_path=EVAL_IMAGE_DIR)
 
     @property
     def run_dir(self) -> str:
@@ -229,7 +334,20 @@ class RewardFinetuningModule(L.LightningModule):
     # -- optimiser ---------------------------------------------------------------------------
     def configure_optimizers(self):
         t = self.config.train
-        return torch.optim.AdamW(self.trainable, lr=t.learning_rate, betas=t.adam_betas, weight_decay=t.weight_decay, eps=t.adam_epsilon)
+        optimizer = torch.optim.AdamW(self.trainable, lr=t.learning_rate, betas=t.adam_betas, weight_decay=t.weight_decay, eps=t.adam_epsilon)
+        if not t.lr_warmup_steps:
+            return optimizer
+        warmup = t.lr_warmup_steps
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def step_optimizer(self) -> None:
+        """One step of the optimiser (gradients already synced and clipped), then of the warm-up, if any."""
+        optimizer = self.optimizers()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if self.config.train.lr_warmup_steps:
+            self.lr_schedulers().step()
 
     # -- checkpoint state: trainable weights, counters, stat tracker, every RNG ----------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -293,22 +411,6 @@ class PhaseClock:
             yield
         finally:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
-
-
-def within_prompt_diversity(images: torch.Tensor, prompts: list[str]) -> float:
-    """Mean pairwise L2 distance (per pixel, RMS) between images of the same prompt, averaged over prompts."""
-    groups: dict[str, list[int]] = {}
-    for i, p in enumerate(prompts):
-        groups.setdefault(p, []).append(i)
-    flat = images.detach().float().flatten(1)
-    values = []
-    for idx in groups.values():
-        if len(idx) > 1:
-            x = flat[idx]
-            d = torch.cdist(x, x) / x.shape[1] ** 0.5
-            n = len(idx)
-            values.append((d.sum() / (n * (n - 1))).item())
-    return float(np.mean(values)) if values else float("nan")
 
 
 def _numpy_state() -> dict:

@@ -80,6 +80,8 @@ class StatTrackingConfig(_Strict):
 
 class DDPOTrainConfig(_Strict):
     learning_rate: float = Field(3e-4, gt=0, description="AdamW learning rate (ddpo-pytorch: 3e-4)")
+    lr_warmup_steps: int = Field(0, ge=0, description="optimiser steps of linear learning-rate warm-up (ddpo-pytorch: none); "
+                                 "Adam's first steps move every weight by about the learning rate, whatever the gradient")
     adam_betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)
     adam_epsilon: float = Field(1e-8, gt=0)
@@ -122,8 +124,18 @@ class RunConfig(_Strict):
     num_epochs: int = Field(100, ge=1)
     save_every: int = Field(1, ge=1, description="checkpoint every N epochs (the last one is always kept)")
     eval_every: int = Field(5, ge=1, description="held-out evaluation every N epochs (and after the last)")
+    eval_at_start: bool = Field(True, description="evaluate the base model before the first update: every curve starts at 0 queries")
     eval_num_prompts: int = Field(8, ge=1, description="held-out prompts evaluated")
     eval_samples_per_prompt: int = Field(2, ge=1)
+    eval_seed: int = Field(
+        12345, description="seed of the held-out samples' noise; the same for every run of a study (not run.seed), so "
+        "runs are compared on the same prompts and noise and a gain over the base model is a paired difference")
+    eval_rewards: list[str] = Field(
+        default_factory=list, description="more registered rewards that score the held-out samples, logged as "
+        "eval_score_<name> (e.g. the reward a run is not trained on); the run's own reward is skipped")
+    evaluators: list[str] = Field(
+        default_factory=list, description="registered evaluators run on the held-out samples, besides those the "
+        "prompt set's world registers for it (see diffexp.evaluation)")
     loggers: list[Literal["mlflow", "csv"]] = Field(default_factory=lambda: ["csv"])
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///<output_dir>/mlflow.db")
     mlflow_experiment: str | None = Field(None, description="MLflow experiment name; default: the run name")

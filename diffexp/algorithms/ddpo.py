@@ -102,7 +102,6 @@ class DDPO(RewardFinetuningModule):
     # 4. update --------------------------------------------------------------------------------
     def update(self, traj: Trajectory, advantages: torch.Tensor) -> dict[str, float]:
         t = self.config.train
-        opt = self.optimizers()
         n, steps = len(traj), traj.log_probs.shape[1]
         window = torch.tensor(t.window_steps(steps))
         num_train_steps = t.train_steps_per_sample(steps)
@@ -136,8 +135,7 @@ class DDPO(RewardFinetuningModule):
                     self.sync_gradients()
                     grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm)
                     infos.setdefault("grad_norm", []).append(grad_norm.item())
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
+                    self.step_optimizer()
         out = {k: float(np.mean(v)) for k, v in infos.items() if v}
         out["first_step_ratio_max_dev"] = float(first_ratio_dev)
         return out
@@ -167,10 +165,7 @@ class DDPO(RewardFinetuningModule):
         if self.world_size > 1:  # replicas must stay identical: a cheap check of the gradient sync
             checksum = self.gather(torch.stack([p.detach().double().sum() for p in self.trainable]).sum().reshape(1))
             metrics["ddp_param_divergence"] = (checksum.max() - checksum.min()).item()
-        epoch = self.current_epoch + 1
-        if epoch % self.config.run.eval_every == 0 or epoch == self.config.run.num_epochs:
-            metrics.update(self.evaluate())
-        self.log_metrics(metrics)
+        self.finish_epoch(metrics)
 
     def extra_state(self) -> dict:
         return {

@@ -16,9 +16,9 @@ import torch
 from scipy.stats import binomtest, spearmanr
 from tqdm.auto import tqdm
 
-from diffexp.algorithms.base import within_prompt_diversity
 from diffexp.embedded.evaluator import evaluate, presence
 from diffexp.embedded.prompt_sets import get_prompt_set
+from diffexp.evaluation import within_prompt_diversity
 from diffexp.prompts.weighting import weight_phrases
 from diffexp.sampling.plan import SamplingPlan
 from diffexp.sampling.trajectory import TrajectorySampler
@@ -134,8 +134,3 @@ def aesthetic_fit(reward, n: int = 2000, seed: int = 4321) -> dict[str, float]:
         pred = reward(images, [""] * n)
     r2 = 1 - ((pred - target) ** 2).sum() / ((target - target.mean()) ** 2).sum()
     return {"heldout_r2": float(r2), "n": n}
-
-
-def ground_truth_metrics(images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
-    """Held-out evaluation hook for training runs: ground-truth accuracy next to the learned reward."""
-    return {"eval_gt_accuracy": float(evaluate(images, prompts).mean())}

@@ -46,12 +46,13 @@ def test_epoch_accounting_and_logging(tmp_path):
     module = run(config(tmp_path, **{"exploration.strategy": "diffexp"}))
     df = metrics(tmp_path)
     assert module.reward_queries == 8  # 4 samples x 2 epochs, each scored once
-    assert list(df["reward_queries"]) == [4, 8] and list(df["step"]) == [4, 8]  # x-axis = reward queries
+    assert list(df["reward_queries"]) == [0, 4, 8] and list(df["step"]) == [0, 4, 8]  # x-axis = reward queries; 0: the base model
+    train = df[df["epoch"] >= 0]
     for column in ["reward_mean", "reward_std", "reward_max", "approx_kl", "clipfrac", "diversity",
                    "first_step_ratio_max_dev", "loss", "grad_norm"]:
-        assert column in df and df[column].notna().all(), column
-    assert (df["first_step_ratio_max_dev"] < 1e-5).all()  # exploration is replayed exactly
-    assert df["eval_reward_mean"].notna().iloc[-1]
+        assert column in df and train[column].notna().all(), column
+    assert (train["first_step_ratio_max_dev"] < 1e-5).all()  # exploration is replayed exactly
+    assert df["eval_reward_mean"].notna().iloc[0] and df["eval_reward_mean"].notna().iloc[-1]
     assert (tmp_path / "r" / "checkpoints" / "last.ckpt").exists()
     assert list((tmp_path / "r" / "eval_images").glob("*.png"))
 
@@ -74,7 +75,7 @@ def test_resume_is_exact(tmp_path):
     module = run(config(tmp_path, "cut", **det, **{"run.num_epochs": 3}))  # resumes from last.ckpt
     assert module.reward_queries == 12
     full, cut = metrics(tmp_path, "full"), metrics(tmp_path, "cut")
-    assert list(cut["reward_queries"]) == [4, 8, 12]
+    assert list(cut["reward_queries"]) == [0, 4, 8, 12]
     for column in ["reward_mean", "loss", "approx_kl", "grad_norm"]:
         pd.testing.assert_series_equal(full[column], cut[column], check_exact=False, rtol=1e-6, atol=1e-9)
 
@@ -98,7 +99,7 @@ def test_ddp_two_cpu_processes(tmp_path):
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     df = metrics(tmp_path, "ddp")
-    assert list(df["reward_queries"]) == [4, 8]  # 2 ranks x 2 samples per epoch
+    assert list(df["reward_queries"]) == [0, 4, 8]  # 2 ranks x 2 samples per epoch
     assert (df["ddp_param_divergence"] == 0).all()
 
 
@@ -273,7 +274,7 @@ def test_kill_9_and_resume_counts_every_query_once(tmp_path, algorithm):
     final = torch.load(ckpt, weights_only=True)["diffexp"]["reward_queries"]
     assert final == 80  # 20 epochs x 4 samples, whatever the kill point
     queries = metrics(tmp_path, "k")["reward_queries"].tolist()
-    assert queries == list(range(4, 81, 4))  # each epoch logged once: rows past the checkpoint were dropped
+    assert queries == list(range(0, 81, 4))  # the base model, then each epoch once: rows past the checkpoint were dropped
 
 
 @pytest.mark.parametrize("allow", [False, True])

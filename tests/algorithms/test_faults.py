@@ -55,7 +55,7 @@ def test_sigkill_at_each_phase_then_resume_gives_the_uninterrupted_curve(tmp_pat
         assert "resuming from" in resumed.stdout
         assert queries_in(ckpt) == EPOCHS * PER_EPOCH
         curve = pd.read_csv(tmp_path / phase / "csv" / "metrics.csv")
-        assert curve["reward_queries"].tolist() == [PER_EPOCH * (i + 1) for i in range(EPOCHS)], phase
+        assert curve["reward_queries"].tolist() == [PER_EPOCH * i for i in range(EPOCHS + 1)], phase  # 0: the base model
         for column in ["reward_mean", "loss", "approx_kl"]:
             pd.testing.assert_series_equal(reference[column], curve[column], check_exact=False, rtol=1e-6, atol=1e-9,
                                            obj=f"{phase}: {column}")

@@ -198,14 +198,14 @@ def test_dry_run_prints_every_trial(tmp_path):
 
 
 def test_dry_run_shipped_studies():
-    """The embedded ablation (2 algorithms x 4 strategies x 3 seeds) and the TPE search validate."""
+    """The embedded ablation (4 cells x 4 strategies x 3 seeds) and the TPE search validate."""
     out = io.StringIO()
     dry_run(ROOT / "experiments" / "ablations" / "embedded_ablation.yaml", run_dir="/tmp/unused-dry-run", out=out)
     text = out.getvalue()
-    assert "grid, 24 trials" in text and "ok: 24 trial config(s) valid" in text
-    for algorithm in ("ddpo", "alignprop"):
+    assert "grid, 48 trials" in text and "ok: 48 trial config(s) valid" in text
+    for cell in ("ddpo_aesthetic", "ddpo_alignment", "alignprop_aesthetic", "alignprop_alignment"):
         for strategy in ("baseline", "cfg", "phrase", "diffexp"):
-            assert sum(line.startswith(f"{algorithm}_{strategy}_") for line in text.splitlines()) == 3
+            assert sum(line.startswith(f"{cell}_{strategy}_") for line in text.splitlines()) == 3
     out = io.StringIO()
     dry_run(ROOT / "experiments" / "searches" / "embedded_cfg_tpe.yaml", run_dir="/tmp/unused-dry-run", out=out)
     text = out.getvalue()
@@ -271,19 +271,22 @@ EMBEDDED = ROOT / "experiments" / "ablations" / "embedded_ablation.yaml"
 def test_profiles_change_budget_and_seeds_and_keep_their_own_study():
     default, quick, full = (load_study(EMBEDDED, p) for p in (None, "quick", "full"))
     assert default.name == "embedded_ablation" and quick.name == "embedded_ablation-quick" and full.name == "embedded_ablation-full"
-    assert (len(default.cells()), len(quick.cells()), len(full.cells())) == (24, 8, 40)
+    assert (len(default.cells()), len(quick.cells()), len(full.cells())) == (48, 8, 80)
     assert load_study(EMBEDDED, "default").name == default.name
 
     def budgets(study):
         out = {}
         for cell in study.cells():
             c = study.build_config(cell)
-            out[c.algorithm] = (c.sample.num_steps, c.sample.num_batches_per_epoch, c.run.num_epochs)
+            out[(c.algorithm, c.reward.name)] = (c.sample.num_steps, c.sample.num_batches_per_epoch, c.run.num_epochs)
         return out
 
-    assert budgets(default) == {"ddpo": (10, 1, 10), "alignprop": (10, 2, 16)}
-    assert budgets(quick) == {"ddpo": (10, 1, 2), "alignprop": (10, 2, 2)}  # variant overrides merge, the rest stays
-    assert budgets(full) == {"ddpo": (20, 2, 30), "alignprop": (20, 2, 30)}
+    ddpo_aes, ddpo_ali, ap_aes, ap_ali = (("ddpo", "embedded_aesthetic"), ("ddpo", "embedded_alignment"),
+                                          ("alignprop", "embedded_aesthetic"), ("alignprop", "embedded_alignment"))
+    assert budgets(default) == {ddpo_aes: (10, 2, 10), ddpo_ali: (8, 1, 5), ap_aes: (8, 2, 10), ap_ali: (8, 2, 10)}
+    assert budgets(quick) == {k: (v[0], v[1], 1) for k, v in budgets(default).items()}  # variant overrides merge, the rest stays
+    assert budgets(full) == {k: (v[0], v[1], 2 * v[2]) for k, v in budgets(default).items()}
+    assert {s.params["exploration.strategy"] for s in quick.cells()} == {"baseline", "diffexp"}
     assert quick.profile == "quick" and default.profile is None
 
 

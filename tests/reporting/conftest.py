@@ -1,8 +1,12 @@
 """A synthetic MLflow study (no training): a SQLite store in a temporary folder with
 
-* ``study``: 2 algorithms x 4 strategies x 3 seeds with known curves, harness-style tags, flattened
-  params, a config.yaml artifact and eval image grids (seed 0), one prompt being
-  ``<script>alert(1)</script>``, plus one FAILED run that the report must leave out;
+* ``study``: three of the four cells of the main job (DDPO x aesthetic, DDPO x alignment,
+  AlignProp x aesthetic: a subset, so a figure drawn per algorithm x task would show an empty
+  panel) x 4 strategies x 3 seeds, with known curves: held-out evaluations at 0 queries (the same
+  base-model value for every run of a cell) and five more budgets, harness-style tags, flattened
+  params, a config.yaml artifact and, for seed 0, the evaluation files of every evaluation (grid,
+  sample strip, prompts), one prompt being ``<script>alert(1)</script>``; DDPO x alignment's
+  baseline does not learn; plus one FAILED run that the report must leave out;
 * ``hand``: 2 strategies x 2 seeds x 3 points whose table numbers are computed by hand in
   ``test_reporting_tables.py`` (seed given as a param, no ``seed``/``reward`` tags);
 * ``bare``: 2 runs without any tags or params (fallbacks).
@@ -12,19 +16,25 @@ Built once per session (creating the SQLite schema is the slow part, ~5 s).
 
 from __future__ import annotations
 
-import math
+import json
 
 import numpy as np
 import pytest
 import yaml
 
 XSS = "<script>alert(1)</script>"
+#: (algorithm, reward, prompt set) of each synthetic cell
+CELLS = [("ddpo", "embedded_aesthetic", "embedded_objects"), ("ddpo", "embedded_alignment", "embedded_relations"),
+         ("alignprop", "embedded_aesthetic", "embedded_objects")]
 ALGORITHMS = ["ddpo", "alignprop"]
 STRATEGIES = ["baseline", "cfg", "phrase", "diffexp"]
 SEEDS = [0, 1, 2]
 STEPS = [32 * k for k in range(1, 11)]
+EVAL_STEPS = [0, 64, 128, 192, 256, 320]
 GAIN = {"baseline": 0.30, "cfg": 0.40, "phrase": 0.45, "diffexp": 0.60}
 PROMPTS = ["a red circle above a blue square", XSS]
+EVAL_PROMPTS = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[1]]
+TILE = 32
 
 # the hand-computed set: steps 100/200/300
 HAND_STEPS = [100, 200, 300]
@@ -36,52 +46,68 @@ HAND_CURVES = {
 }
 
 
-def reward_curve(algorithm: str, strategy: str, seed: int, steps=STEPS) -> np.ndarray:
-    """Saturating learning curve; exploration strategies learn more; small seeded noise."""
-    rng = np.random.default_rng(1000 * ALGORITHMS.index(algorithm) + 10 * STRATEGIES.index(strategy) + seed)
-    scale = 120.0 if algorithm == "ddpo" else 80.0
+def _gain(cell, strategy: str) -> float:
+    """The baseline of DDPO x alignment does not learn (nor does anything else there)."""
+    return 0.0 if cell[:2] == ("ddpo", "embedded_alignment") else GAIN[strategy]
+
+
+def reward_curve(cell, strategy: str, seed: int, steps=STEPS) -> np.ndarray:
+    """Saturating learning curve from 0.2; exploration strategies learn more; small seeded noise
+    (none at 0 queries: every run of a cell starts from the same base model and noise)."""
+    rng = np.random.default_rng(1000 * CELLS.index(cell) + 10 * STRATEGIES.index(strategy) + seed)
+    scale = 120.0 if cell[0] == "ddpo" else 80.0
     s = np.asarray(steps, dtype=float)
-    return 0.2 + GAIN[strategy] * (1 - np.exp(-s / scale)) + rng.normal(0, 0.02, s.size)
+    return 0.2 + _gain(cell, strategy) * (1 - np.exp(-s / scale)) + np.where(s > 0, rng.normal(0, 0.02, s.size), 0.0)
 
 
-def _metrics(algorithm: str, strategy: str, seed: int) -> dict[str, list[tuple[int, float]]]:
-    reward = reward_curve(algorithm, strategy, seed)
+def _metrics(cell, strategy: str, seed: int) -> dict[str, list[tuple[int, float]]]:
+    algorithm, reward, _ = cell
+    train = reward_curve(cell, strategy, seed)
     s = np.asarray(STEPS, dtype=float)
     keep = 400.0 if strategy != "baseline" else 150.0
     out = {
-        "reward_mean": reward,
-        "reward_std": 0.1 + 0.0 * s,
-        "reward_max": reward + 0.2,
-        "diversity": 0.1 + 0.4 * np.exp(-s / keep) + 0.01 * seed,
-        "loss": 0.5 * np.exp(-s / 200),
-        "cfg_scale_mean": 5.0 + (1.0 if strategy in ("cfg", "diffexp") else 0.0) + 0.0 * s,
-        "reward_queries": s,
+        "reward_mean": train, "reward_std": 0.1 + 0.0 * s, "reward_max": train + 0.2,
+        "diversity": 0.1 + 0.4 * np.exp(-s / keep) + 0.01 * seed, "loss": 0.5 * np.exp(-s / 200),
+        "cfg_scale_mean": 5.0 + (1.0 if strategy in ("cfg", "diffexp") else 0.0) + 0.0 * s, "reward_queries": s,
     }
     if algorithm == "ddpo":
         out["approx_kl"] = 1e-4 + 0.0 * s
         out["clipfrac"] = 0.1 + 0.0 * s
     series = {k: [(int(t), float(v)) for t, v in zip(STEPS, vals)] for k, vals in out.items()}
-    eval_steps = STEPS[1::2]
-    eval_reward = reward_curve(algorithm, strategy, seed + 50, eval_steps) + 0.05
+    held = reward_curve(cell, strategy, seed + 50, EVAL_STEPS) + 0.05
+    e = np.asarray(EVAL_STEPS, dtype=float)
     hacking = strategy == "baseline"
-    gt = [0.3 + (0.25 * math.sin(math.pi * t / STEPS[-1]) if hacking else 0.35 * t / STEPS[-1]) for t in eval_steps]
-    series["eval_reward_mean"] = list(zip(eval_steps, eval_reward.tolist()))
-    series["eval_diversity"] = [(t, 0.3 - 0.1 * t / STEPS[-1]) for t in eval_steps]
-    series["eval_gt_accuracy"] = list(zip(eval_steps, gt))
+    other = "embedded_alignment" if reward == "embedded_aesthetic" else "embedded_aesthetic"
+    series["eval_reward_mean"] = list(zip(EVAL_STEPS, held.tolist()))
+    series["eval_gt_accuracy"] = list(zip(EVAL_STEPS, (0.3 + (0.25 * np.sin(np.pi * e / e[-1]) if hacking else 0.35 * e / e[-1])).tolist()))
+    series["eval_gt_aesthetic"] = list(zip(EVAL_STEPS, (6.0 + 2 * (held - held[0])).tolist()))
+    series[f"eval_score_{other}"] = list(zip(EVAL_STEPS, (20.0 - 3 * (held - held[0])).tolist()))
+    series[f"eval_score_{reward}"] = series["eval_reward_mean"]  # as a run with both in run.eval_rewards would not log: must be ignored
+    series["eval_diversity"] = [(int(t), 0.3 - 0.1 * t / e[-1]) for t in e]
+    series["eval_vendi"] = [(int(t), 1.5 - 0.2 * t / e[-1]) for t in e]
     return series
 
 
-def _grid_png(path, strategy: str, step: int) -> None:
-    """A small captioned eval grid like the runner's (2 prompts x 2 samples, 48 px cells)."""
+def _eval_files(folder, strategy: str, step: int) -> list:
+    """The files an evaluation writes (``diffexp.evaluation.artifacts``): captioned grid, sample strip, prompts."""
     from PIL import Image
 
+    from diffexp.evaluation.artifacts import PROMPTS_NAME, grid_name, samples_name
     from diffexp.visualize import captioned_grid
 
     rng = np.random.default_rng(step)
     colour = {"baseline": (120, 120, 120), "cfg": (31, 119, 180), "phrase": (255, 127, 14), "diffexp": (214, 39, 40)}[strategy]
-    images = [Image.fromarray(np.clip(np.array(colour) + rng.normal(0, 25, (48, 48, 3)), 0, 255).astype(np.uint8)) for _ in range(4)]
-    captions = [f"{p} | r={0.1 * i:.2f}" for i, p in enumerate([PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[1]])]
-    captioned_grid(images, captions, ncols=4, cell=96).save(path)
+    colour = (90, 160, 90) if step == 0 else colour  # the base model's samples look alike in every run
+    images = [Image.fromarray(np.clip(np.array(colour) + rng.normal(0, 25, (TILE, TILE, 3)), 0, 255).astype(np.uint8)) for _ in EVAL_PROMPTS]
+    captions = [f"{p} | r={0.1 * i:.2f}" for i, p in enumerate(EVAL_PROMPTS)]
+    folder.mkdir(parents=True, exist_ok=True)
+    captioned_grid(images, captions, ncols=4, cell=96).save(folder / grid_name(step))
+    strip = Image.new("RGB", (TILE * len(images), TILE))
+    for i, image in enumerate(images):
+        strip.paste(image, (i * TILE, 0))
+    strip.save(folder / samples_name(step))
+    (folder / PROMPTS_NAME).write_text(json.dumps(EVAL_PROMPTS))
+    return [folder / grid_name(step), folder / samples_name(step), folder / PROMPTS_NAME]
 
 
 def _log(client, run_id: str, series: dict, params: dict | None = None, tags: dict | None = None) -> None:
@@ -106,28 +132,28 @@ def mlflow_study(tmp_path_factory):
     work.mkdir()
 
     exp = client.create_experiment("study", artifact_location=(root / "artifacts").as_uri())
-    for algorithm in ALGORITHMS:
+    for cell in CELLS:
+        algorithm, reward, prompt_set = cell
         for strategy in STRATEGIES:
             for seed in SEEDS:
-                name = f"{algorithm}-{strategy}-s{seed}" + (f" {XSS}" if (algorithm, strategy, seed) == ("ddpo", "baseline", 0) else "")
+                name = f"{algorithm}-{reward}-{strategy}-s{seed}" + (f" {XSS}" if (cell, strategy, seed) == (CELLS[0], "baseline", 0) else "")
                 run = client.create_run(exp, run_name=name)
                 run_id = run.info.run_id
-                config = {"algorithm": algorithm, "exploration": {"strategy": strategy}, "run": {"seed": seed, "name": name},
-                          "prompts": {"set": "list", "prompts": PROMPTS}, "reward": {"name": "embedded_alignment"}}
-                _log(client, run_id, _metrics(algorithm, strategy, seed),
+                config = {"algorithm": algorithm, "exploration": {"strategy": strategy}, "run": {"seed": seed, "name": name,
+                          "output_dir": str(work / "trials")}, "prompts": {"set": "list", "prompts": PROMPTS}, "reward": {"name": reward}}
+                _log(client, run_id, _metrics(cell, strategy, seed),
                      params={"algorithm": algorithm, "exploration.strategy": strategy, "run.seed": seed,
                              "prompts.prompts": PROMPTS, "train.learning_rate": 3e-4},
-                     tags={"algorithm": algorithm, "strategy": strategy, "seed": seed, "reward": "embedded_alignment",
-                           "prompt_set": "embedded_relations", "config_hash": f"{abs(hash(name)) % 10**8:08d}",
+                     tags={"algorithm": algorithm, "strategy": strategy, "seed": seed, "reward": reward,
+                           "prompt_set": prompt_set, "config_hash": f"{abs(hash(name)) % 10**8:08d}",
                            "checkpoint_dir": str(work / name / "checkpoints"), "mlflow.source.git.commit": "0123456789abcdef"})
                 (work / run_id).mkdir()
                 (work / run_id / "config.yaml").write_text(yaml.safe_dump(config))
                 client.log_artifact(run_id, str(work / run_id / "config.yaml"))
                 if seed == 0:
-                    for step in (STEPS[0], STEPS[3], STEPS[6], STEPS[-1]):
-                        png = work / f"queries_{step:08d}.png"
-                        _grid_png(png, strategy, step)
-                        client.log_artifact(run_id, str(png), artifact_path="eval_images")
+                    for step in EVAL_STEPS:
+                        for path in _eval_files(work / run_id / "eval", strategy, step):
+                            client.log_artifact(run_id, str(path), artifact_path="eval_images")
                 client.set_terminated(run_id)
     failed = client.create_run(exp, run_name="ddpo-diffexp-crashed")
     _log(client, failed.info.run_id, {"reward_mean": [(32, 0.9)]}, tags={"algorithm": "ddpo", "strategy": "diffexp", "seed": 9})

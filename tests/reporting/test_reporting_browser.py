@@ -20,6 +20,7 @@ import select
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,7 +111,11 @@ PAGE_CHECK = """JSON.stringify({
   broken: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length,
   scripts: document.scripts.length,
   text: document.body.innerText,
-  height: document.documentElement.scrollHeight
+  height: document.documentElement.scrollHeight,
+  verdict: Array.from(document.querySelectorAll("table.verdict tbody tr")).map(r => Array.from(r.cells).map(c => c.innerText)),
+  figures: Array.from(document.querySelectorAll("#figures figure")).map(f => ({id: f.id, panels: +f.dataset.panels,
+    empty: +f.dataset.emptyPanels, minPoints: +f.dataset.minPoints,
+    shown: f.querySelector("img").getBoundingClientRect().width}))
 })"""
 
 
@@ -168,7 +173,57 @@ def test_screenshot_is_not_blank(rendered):
 
 def test_every_image_decodes_and_no_script_runs(rendered):
     facts = rendered["facts"]
-    assert facts["images"] == 4 + 8 * 3 and facts["broken"] == 0
+    assert facts["images"] == 4 + 3 and facts["broken"] == 0  # curve figures + a samples figure per cell
     assert facts["scripts"] == 0
     assert "<script>alert(1)</script>" in facts["text"]  # shown to the reader as text
     assert facts["height"] > 2000
+
+
+def test_rendered_verdict_lists_every_cell_and_arm(rendered):
+    rows = rendered["facts"]["verdict"]
+    cells = ["DDPO · aesthetic on single objects", "DDPO · alignment on compositions", "AlignProp · aesthetic on single objects"]
+    assert [(r[0], r[1]) for r in rows] == [(c, s) for c in cells for s in ("Baseline", "CFG only", "Phrase only", "DiffExp")]
+    assert all(r[-1] for r in rows)  # every row has its sentence
+    assert sum("no comparison is possible" in r[-1] for r in rows) == 3  # DDPO x alignment's arms
+
+
+def test_rendered_figures_have_no_empty_panel_and_six_point_curves(rendered):
+    figures = {f["id"]: f for f in rendered["facts"]["figures"]}
+    assert set(figures) == {"figure-heldout_reward", "figure-ground_truth", "figure-diversity", "figure-training_reward"}
+    for f in figures.values():
+        assert f["panels"] >= 3 and f["empty"] == 0 and f["minPoints"] >= 2 and f["shown"] > 300, f
+    assert figures["figure-heldout_reward"]["panels"] == 3 and figures["figure-heldout_reward"]["minPoints"] >= 6
+
+
+def test_rendered_page_names_no_machine_path(rendered):
+    import re
+
+    text = rendered["facts"]["text"]
+    assert not re.search(r"(?<![\w.+\->~])/(?:tmp|home|root|work|Users|var|private|mnt|opt|srv)/", text)
+    assert "store: sqlite:///<study>/mlflow.db" in text
+
+
+COMMITTED = Path(__file__).resolve().parents[2] / "reports" / "embedded" / "index.html"
+
+
+@pytest.fixture(scope="module")
+def rendered_committed(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (Debian: apt-get update && apt-get install -y chromium)")
+    if not COMMITTED.is_file():
+        pytest.skip("no committed report")
+    return browse(COMMITTED, tmp_path_factory.mktemp("chromium-committed"))
+
+
+def test_committed_report_renders_the_papers_grid(rendered_committed):
+    facts = rendered_committed["facts"]
+    assert rendered_committed["problems"] == [] and facts["broken"] == 0 and facts["scripts"] == 0
+    cells = {(r[0], r[1]) for r in facts["verdict"]}
+    algorithms, tasks = ("DDPO", "AlignProp"), ("aesthetic on single objects", "alignment on compositions")
+    assert cells == {(f"{a} · {t}", s) for a in algorithms for t in tasks for s in ("Baseline", "CFG only", "Phrase only", "DiffExp")}
+    figures = {f["id"]: f for f in facts["figures"]}
+    assert figures["figure-heldout_reward"]["panels"] == 4 and figures["figure-heldout_reward"]["minPoints"] >= 6
+    assert all(f["empty"] == 0 and f["minPoints"] >= 2 for f in figures.values())
+    import re
+
+    assert not re.search(r"(?<![\w.+\->~])/(?:tmp|home|root|work|Users|var|private|mnt|opt|srv)/", facts["text"])

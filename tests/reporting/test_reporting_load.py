@@ -14,12 +14,12 @@ def study(mlflow_study):
 
 def test_runs_and_identity_columns(study):
     runs = study.runs
-    assert len(runs) == 24  # the FAILED run is left out, with a note
+    assert len(runs) == 36  # the FAILED run is left out, with a note
     assert any("FAILED" in n for n in study.notes)
     assert set(runs["algorithm"]) == {"ddpo", "alignprop"}
     assert set(runs["strategy"]) == {"baseline", "cfg", "phrase", "diffexp"}
     assert set(runs["seed"]) == {"0", "1", "2"}
-    assert set(runs["task"]) == {"embedded_alignment"}
+    assert set(runs["task"]) == {"embedded_aesthetic · embedded_objects", "embedded_alignment · embedded_relations"}
     assert set(runs["git_commit"]) == {"0123456789abcdef"}
 
 
@@ -28,15 +28,18 @@ def test_long_metric_table(study):
     assert list(m.columns) == ID_COLUMNS + ["metric", "step", "value"]
     assert "reward_queries" not in set(m["metric"])  # bookkeeping, it is the x-axis already
     assert {"reward_mean", "diversity", "eval_reward_mean", "eval_gt_accuracy", "approx_kl"} <= set(m["metric"])
-    one = m[(m["metric"] == "reward_mean") & (m["algorithm"] == "ddpo") & (m["strategy"] == "diffexp") & (m["seed"] == "1")]
+    one = m[(m["metric"] == "reward_mean") & (m["algorithm"] == "ddpo") & (m["strategy"] == "diffexp") & (m["seed"] == "1")
+            & (m["reward"] == "embedded_aesthetic")]
     assert one["step"].tolist() == [32 * k for k in range(1, 11)]
 
 
 def test_artifacts(study):
     images = study.images
-    assert len(images) == 8 * 4  # seed-0 runs, 4 grids each
-    assert set(images["seed"]) == {"0"}
-    assert len(study.configs) == 24 and all("<script>alert(1)</script>" in c for c in study.configs.values())
+    assert len(images) == 12 * 6 * 2  # seed-0 runs, 6 evaluations, a grid and a sample strip each
+    assert set(images["seed"]) == {"0"} and set(images["kind"]) == {"grid", "samples"}
+    assert sorted(images["step"].unique()) == [0, 64, 128, 192, 256, 320]
+    assert len(study.eval_prompts) == 12 and all(len(p) == 4 for p in study.eval_prompts.values())
+    assert len(study.configs) == 36 and all("<script>alert(1)</script>" in c for c in study.configs.values())
 
 
 def test_missing_tags_fall_back(mlflow_study):

@@ -1,25 +1,84 @@
-"""The report folder: files, escaping, size, the CLI."""
+"""The report folder: files, the verdict, figures without empty panels, no machine paths, escaping, the CLI."""
 
 from __future__ import annotations
 
 import argparse
 import re
 
+import pandas as pd
+
 from benchmark.reporting.cli import add_report_command
+from benchmark.reporting.figures import svg_panels
 
 XSS = "<script>alert(1)</script>"
+CURVE_FIGURES = ("heldout_reward", "ground_truth", "diversity", "training_reward")
+#: absolute paths of this machine's usual roots, as a reader of a committed report must never see them
+MACHINE_PATH = re.compile(r"(?<![\w.+\->~])/(?:tmp|home|root|work|Users|var|private|mnt|opt|srv)/")
+
+
+def page_text(html: str) -> str:
+    """The page's text, unescaped, without its inlined images (base64 could contain anything)."""
+    import html as html_module
+
+    return html_module.unescape(re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html))
 
 
 def test_report_files(study_report):
     out = study_report.out_dir
     assert (out / "index.html").is_file()
-    for key in ("curves_reward_mean", "curves_eval_reward_mean", "diversity", "reward_vs_ground_truth"):
+    for key in CURVE_FIGURES:
         assert (out / "figures" / f"{key}.png").stat().st_size > 5000
         assert (out / "figures" / f"{key}.svg").read_text().lstrip().startswith("<?xml")
-    for name in ("budgets", "efficiency", "auc", "robust", "ablation", "summary"):
-        assert (out / "tables" / f"{name}.csv").is_file()
-    assert (out / "tables" / "ablation_reward_mean.tex").is_file()
+    for name in ("verdict", "ground_truth", "budgets", "efficiency", "auc", "robust", "ablation"):
+        assert (out / "tables" / f"{name}.csv").is_file(), name
+    for name in ("verdict", "ground_truth", "ablation", "heldout_budgets", "training_budgets"):
+        assert (out / "tables" / f"{name}.tex").is_file(), name
+    assert not (out / "tables" / "summary.csv").exists()
+    assert max(len(p.name) for p in (out / "tables").iterdir()) <= 28  # short, stable names
     assert not (out / ".artifacts").exists()
+
+
+def test_every_panel_of_every_figure_has_data(study_report):
+    """Three cells of the 2 x 2 algorithm x task grid: three panels, none empty (one per cell)."""
+    for key in CURVE_FIGURES:
+        panels = svg_panels(study_report.out_dir / "figures" / f"{key}.svg")
+        assert panels and min(panels) >= 2, (key, panels)
+    assert len(svg_panels(study_report.out_dir / "figures" / "heldout_reward.svg")) == 3
+    assert len(svg_panels(study_report.out_dir / "figures" / "ground_truth.svg")) == 3 * 4  # reward, 2 ground truths, other reward
+
+
+def test_heldout_curves_start_at_the_base_model_with_six_points(study_report):
+    panels = svg_panels(study_report.out_dir / "figures" / "heldout_reward.svg")
+    assert min(panels) >= 6
+    budgets = pd.read_csv(study_report.out_dir / "tables" / "budgets.csv")
+    held = budgets[budgets["metric"] == "eval_reward_mean"]
+    for _, part in held.groupby(["algorithm", "task", "strategy"]):
+        assert sorted(part["budget"])[0] == 0 and part["budget"].nunique() >= 6
+
+
+def test_verdict_has_every_cell_and_arm(study_report):
+    verdict = pd.read_csv(study_report.out_dir / "tables" / "verdict.csv")
+    cells = {("ddpo", "embedded_aesthetic · embedded_objects"), ("ddpo", "embedded_alignment · embedded_relations"),
+             ("alignprop", "embedded_aesthetic · embedded_objects")}
+    assert set(zip(verdict["algorithm"], verdict["task"], verdict["strategy"])) == {
+        (a, t, s) for a, t in cells for s in ("baseline", "cfg", "phrase", "diffexp")}
+    no_learning = verdict[verdict["task"].str.startswith("embedded_alignment")]
+    assert not no_learning["baseline_learned"].any()
+    assert (no_learning[no_learning["strategy"] != "baseline"]["verdict"] == "the baseline did not learn at this budget; no comparison is possible").all()
+    learned = verdict[(verdict["algorithm"] == "ddpo") & verdict["task"].str.startswith("embedded_aesthetic")]
+    assert learned["baseline_learned"].all()
+    # the synthetic DiffExp gains 0.6 against the baseline's 0.3: detected
+    assert learned.set_index("strategy").loc["diffexp", "verdict"].startswith("DiffExp higher than the baseline by")
+
+
+def test_no_machine_paths_in_the_report(study_report, mlflow_study):
+    html = study_report.html.read_text()
+    text = page_text(html)
+    assert str(mlflow_study["root"]) not in text
+    assert not MACHINE_PATH.search(text), MACHINE_PATH.search(text)
+    assert "store: sqlite:///<study>/mlflow.db" in text
+    for table in (study_report.out_dir / "tables").iterdir():
+        assert not MACHINE_PATH.search(table.read_text()), table.name
 
 
 def test_html_escapes_study_strings(study_report):
@@ -33,26 +92,28 @@ def test_html_escapes_study_strings(study_report):
 def test_html_is_self_contained_and_small(study_report):
     page = study_report.html.read_text()
     assert not re.search(r'(src|href)="(?!data:|#)', page)  # only data: URIs and in-page anchors
-    assert page.count("data:image/png;base64,") == 4 + 8 * 3  # figures + 3 eval grids per strategy x algorithm
+    assert page.count("data:image/png;base64,") == 4 + 3  # curve figures + one samples figure per cell
     assert len(page) < 3_000_000
 
 
 def test_html_sections(study_report):
     page = study_report.html.read_text()
-    for text in ("Sample efficiency", "Diversity over training", "Learned reward vs ground truth", "Ablation",
-                 "interquartile mean", "Provenance", "package", "seed 0 · 320 queries", "DiffExp", "AlignProp"):
+    for text in ("Verdict", "Sample efficiency: reward on the evaluation set", "What the learned reward stands for", "Diversity of the evaluation samples",
+                 "Samples: DDPO · aesthetic on single objects", "Ablation", "interquartile mean", "Provenance", "package",
+                 "Detectable Δ", "DiffExp", "AlignProp"):
         assert text in page, text
+    assert page.index('id="verdict"') < page.index('id="figures"')  # the verdict comes first
     # FAILED runs are left out of everything, with a note saying so
     assert "left out FAILED run ddpo-diffexp-crashed" in page and page.count("ddpo-diffexp-crashed") == 1
 
 
-def test_summary_orders_strategies(study_report):
-    s = study_report.summary
-    assert list(s["Strategy"][:4]) == ["Baseline", "CFG only", "Phrase only", "DiffExp"]
-    assert list(s["Algorithm"].unique()) == ["DDPO", "AlignProp"]
-    # the synthetic DiffExp learns fastest: fewest queries to the baseline's final reward
-    ratios = s[s["Algorithm"] == "DDPO"]["Ratio"].astype(float).tolist()
-    assert ratios[0] == 1.0 and ratios[3] == min(ratios)
+def test_samples_set_the_base_model_beside_each_strategy(study_report):
+    from PIL import Image
+
+    png = study_report.out_dir / "figures" / "samples_ddpo_aesthetic.png"
+    with Image.open(png) as image:
+        assert image.height > 300  # five rows: the base model and four strategies
+    assert study_report.sentences[0].startswith("DDPO · aesthetic on single objects: the baseline learned")
 
 
 def test_cli(mlflow_study, tmp_path, capsys):
@@ -63,6 +124,10 @@ def test_cli(mlflow_study, tmp_path, capsys):
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out / 'index.html'}" in printed
-    assert "Strategy" in printed and "Final" in printed
     assert (out / "index.html").is_file()
-    assert "No eval images were logged." in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert "No evaluation samples were logged." in page and "no evaluation-set reward" in page
+    args = parser.parse_args(["report", str(mlflow_study["root"]), "--experiment", "study", "--out", str(tmp_path / "s"), "--reps", "100"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "Verdict (evaluation-set reward" in printed and "Detectable Δ" in printed

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from benchmark.reporting.load import load_study, study_from_frames
-from benchmark.reporting.tables import build_tables, display_blocks, summary_table, tex_escape, write_tables
+from benchmark.reporting.tables import build_tables, display_blocks, tex_escape, write_tables
 
 
 def _frame(curves: dict, steps) -> pd.DataFrame:
@@ -90,22 +90,33 @@ def test_iqm_trims_outlier_seeds_by_hand():
     assert _row(tables.ablation, strategy="diffexp")["mean"] == pytest.approx(0.8)
 
 
-def test_ablation_summary_and_latex(hand_tables, tmp_path):
+def test_ablation_and_latex(hand_tables, tmp_path):
     ab = hand_tables.ablation
     assert set(ab["budget"]) == {300.0}
-    summary = summary_table(hand_tables)
-    diff = summary[summary["Strategy"] == "DiffExp"].iloc[0]
-    assert diff["Final"] == "0.700 [0.600, 0.800]"
-    assert diff["AUC"] == "0.600 [0.550, 0.650]"
-    assert diff["Queries to baseline"] == "175" and diff["Ratio"] == "0.58"
-    assert diff["P(>baseline)"] == "0.75"
-    keys = [k for k, _, _ in display_blocks(hand_tables)]
-    assert {"budgets_reward_mean", "efficiency_reward_mean", "auc_reward_mean", "robust_reward_mean", "ablation_reward_mean"} <= set(keys)
+    blocks = {k: df for k, _, df in display_blocks(hand_tables)}
+    assert {"training_budgets", "training_efficiency", "training_auc", "training_robust", "ablation"} <= set(blocks)
+    diff = blocks["ablation"].set_index("Strategy").loc["DiffExp"]
+    assert diff.iloc[0] == "0.700 [0.600, 0.800]"
+    eff = blocks["training_efficiency"].set_index("Strategy").loc["DiffExp"]
+    assert eff["Queries to reach it"].startswith("175 [") and eff["Ratio to baseline"].startswith("0.58 [")
     files = write_tables(hand_tables, tmp_path)
-    tex = (tmp_path / "tables" / "ablation_reward_mean.tex").read_text()
+    tex = (tmp_path / "tables" / "ablation.tex").read_text()
     assert "DiffExp & 0.700 [0.600, 0.800]" in tex and r"\toprule" in tex
     csv = pd.read_csv(tmp_path / "tables" / "budgets.csv")
     assert len(csv) == 6 and {p.suffix for p in files} == {".csv", ".tex"}
+
+
+def test_no_area_under_a_curve_of_one_or_two_points():
+    curves = {("baseline", 0): [0.1, 0.2], ("baseline", 1): [0.2, 0.4]}
+    tables = build_tables(study_from_frames(_frame(curves, [10, 20])).metrics, reps=100)
+    assert tables.auc.empty and "training_auc" not in {k for k, _, _ in display_blocks(tables)}
+
+
+def test_heldout_budgets_are_the_evaluations():
+    rows = [dict(run_id=f"r{sd}", algorithm="ddpo", strategy="baseline", seed=str(sd), metric="eval_reward_mean", step=s, value=v + sd)
+            for sd in (0, 1) for s, v in zip([0, 50, 100, 150], [1.0, 1.2, 1.4, 1.5])]
+    tables = build_tables(study_from_frames(pd.DataFrame(rows)).metrics, reps=100)
+    assert sorted(tables.budgets["budget"]) == [0.0, 50.0, 100.0, 150.0]
 
 
 def test_tex_escape():

@@ -1,0 +1,48 @@
+"""Evaluators: extra held-out metrics computed from the evaluation samples, registered by name.
+
+An evaluator is a callable ``(images, prompts) -> {metric name: value}`` (images in [0, 1], the
+original prompts). A world registers the evaluators its prompts can be judged by, e.g. a ground
+truth that measures real prompt following, and may name the prompt sets they apply to: a run on
+such a prompt set uses them without being told (``run.evaluators`` adds more by name).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+
+
+class Evaluator(Protocol):
+    def __call__(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]: ...
+
+
+#: name -> factory returning an evaluator
+EVALUATORS: dict[str, Callable[[], Evaluator]] = {}
+#: prompt-set name -> evaluator names used by default on that set
+_DEFAULTS: dict[str, list[str]] = {}
+
+
+def register_evaluator(name: str, prompt_sets: tuple[str, ...] = ()):
+    """Decorator registering an evaluator factory; ``prompt_sets`` use it by default."""
+
+    def decorate(factory):
+        if name in EVALUATORS:
+            raise ValueError(f"evaluator {name!r} is already registered")
+        EVALUATORS[name] = factory
+        for prompt_set in prompt_sets:
+            _DEFAULTS.setdefault(prompt_set, []).append(name)
+        return factory
+
+    return decorate
+
+
+def build_evaluator(name: str) -> Evaluator:
+    if name not in EVALUATORS:
+        raise ValueError(f"unknown evaluator {name!r}; registered: {sorted(EVALUATORS)}")
+    return EVALUATORS[name]()
+
+
+def evaluators_for_prompt_set(prompt_set: str) -> list[str]:
+    """The evaluators registered as defaults for ``prompt_set``."""
+    return list(_DEFAULTS.get(prompt_set, []))
