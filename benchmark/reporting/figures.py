@@ -259,7 +259,8 @@ def samples_figure(rows: list[tuple[str, list]], prompts: list[str], columns: li
             if r == 0:
                 ax.set_title("\n".join(textwrap.wrap(prompts[index], 16)), fontsize=6.5)
             if c == 0:
-                ax.set_ylabel("\n".join(textwrap.wrap(label, 14)), fontsize=7.5, rotation=0, ha="right", va="center", labelpad=6)
+                lines = [w for line in label.split("\n") for w in textwrap.wrap(line, 18)]
+                ax.set_ylabel("\n".join(lines), fontsize=7.5, rotation=0, ha="right", va="center", labelpad=6)
     fig.tight_layout(w_pad=0.2, h_pad=0.3)
     return fig
 

@@ -112,11 +112,11 @@ def sample_figures(study: Study, out_dir: Path) -> list[tuple[str, str, Path]]:
                 prompts = run_prompts
                 start = run[run["step"] == 0]
                 if not start.empty:
-                    rows.append(("base model (0 queries)", _strip_tiles(start.iloc[0]["path"], len(prompts))))
+                    rows.append(("base model\n0 queries", _strip_tiles(start.iloc[0]["path"], len(prompts))))
             if run_prompts != prompts or run["step"].max() == 0:
                 continue
             last = run.iloc[-1]
-            rows.append((f"{strategy_label(strategy)}, seed {last['seed']} ({last['step']:,} q.)", _strip_tiles(last["path"], len(prompts))))
+            rows.append((f"{strategy_label(strategy)}\nseed {last['seed']}, {last['step']:,} queries", _strip_tiles(last["path"], len(prompts))))
         if prompts is None or len(rows) < 2:
             continue
         fig = figs.samples_figure(rows, prompts, figs.sample_columns(prompts, SAMPLE_COLUMNS))
@@ -181,6 +181,14 @@ def study_provenance(study: Study, command: list[str] | None, store: str) -> dic
     return prov
 
 
+def remove_previous_report(out_dir: Path) -> None:
+    """Delete what an earlier report wrote here (the page, its figures and tables), so no figure of
+    another study or an older version of this one survives beside the new report."""
+    for pattern in ("index.html", VERDICT_MD, "figures/*.png", "figures/*.svg", "tables/*.csv", "tables/*.tex"):
+        for old in out_dir.glob(pattern):
+            old.unlink()
+
+
 def build_report(
     path: Path | str | None,
     out: Path | str | None = None,
@@ -194,6 +202,7 @@ def build_report(
     """Load the study, compute the verdict and tables, draw the figures and write the report folder."""
     out_dir = Path(out) if out else Path("reports") / (Path(path).resolve().name if path else "study")
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_previous_report(out_dir)
     with tempfile.TemporaryDirectory(prefix="diffexp-report-") as cache:  # downloaded artifacts, dropped afterwards
         return _build(path, out_dir, tracking_uri, experiments, budgets, reps, seed, command, Path(cache))
 

@@ -283,7 +283,7 @@ def test_profiles_change_budget_and_seeds_and_keep_their_own_study():
 
     ddpo_aes, ddpo_ali, ap_aes, ap_ali = (("ddpo", "embedded_aesthetic"), ("ddpo", "embedded_alignment"),
                                           ("alignprop", "embedded_aesthetic"), ("alignprop", "embedded_alignment"))
-    assert budgets(default) == {ddpo_aes: (10, 2, 10), ddpo_ali: (8, 1, 5), ap_aes: (8, 2, 10), ap_ali: (8, 2, 10)}
+    assert budgets(default) == {ddpo_aes: (10, 2, 10), ddpo_ali: (8, 1, 5), ap_aes: (8, 2, 5), ap_ali: (8, 2, 5)}
     assert budgets(quick) == {k: (v[0], v[1], 1) for k, v in budgets(default).items()}  # variant overrides merge, the rest stays
     assert budgets(full) == {k: (v[0], v[1], 2 * v[2]) for k, v in budgets(default).items()}
     assert {s.params["exploration.strategy"] for s in quick.cells()} == {"baseline", "diffexp"}

@@ -131,3 +131,28 @@ def test_cli(mlflow_study, tmp_path, capsys):
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "Verdict (evaluation-set reward" in printed and "Detectable Δ" in printed
+
+
+def test_the_readme_block_is_replaced_and_nothing_else(tmp_path):
+    from benchmark.ablation import README_END, README_START, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\n- old verdict\n{README_END}\noutro\n")
+    assert update_readme(readme, "- new verdict\n")
+    assert readme.read_text() == f"intro\n{README_START}\n- new verdict\n{README_END}\noutro\n"
+    assert not update_readme(readme, "- new verdict\n")  # unchanged: nothing written
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no block here\n")
+    assert not update_readme(plain, "- x\n") and plain.read_text() == "no block here\n"
+
+
+def test_a_new_report_leaves_no_file_of_the_old_one(mlflow_study, tmp_path):
+    from benchmark.reporting.report import build_report
+
+    out = tmp_path / "r"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "curves_reward_mean.png").write_bytes(b"old")
+    (out / "notes.txt").write_text("mine")
+    build_report(mlflow_study["root"], out=out, experiments=["bare"], reps=50)
+    assert not (out / "figures" / "curves_reward_mean.png").exists()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "index.html").is_file()
