@@ -1,5 +1,2 @@
-"""Benchmarks and experiment harnesses for diffexp (see ``benchmark/README.md``).
-
-``benchmark.harness`` runs studies (ablation grids and hyper-parameter searches) defined in
-YAML under ``experiments/`` with Optuna for scheduling and MLflow for tracking.
-"""
+"""The suite around the library: benchmark scripts, probes and their results (see
+``benchmark/README.md``). Not installed; run the scripts from a checkout (``python benchmark/...``)."""

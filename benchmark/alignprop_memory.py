@@ -49,12 +49,16 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     for ckpt in (True, False):
-        code = CHILD.format(device=args.device, pipeline=args.pipeline, steps=args.steps, ckpt=ckpt, batch=args.batch, k=args.k)
+        code = CHILD.format(
+            device=args.device, pipeline=args.pipeline, steps=args.steps, ckpt=ckpt, batch=args.batch, k=args.k
+        )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         results[ckpt] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
     print(f"AlignProp step, {args.pipeline}, batch {args.batch}, K={args.k} of {args.steps} steps, {args.device}:")
     print(f"  gradient checkpointing on : {results[True]:8.1f} MiB peak")
-    print(f"  gradient checkpointing off: {results[False]:8.1f} MiB peak  (on/off = {results[True] / results[False]:.2f})")
+    print(
+        f"  gradient checkpointing off: {results[False]:8.1f} MiB peak  (on/off = {results[True] / results[False]:.2f})"
+    )
 
 
 if __name__ == "__main__":

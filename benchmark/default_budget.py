@@ -49,11 +49,16 @@ RUNS: dict[str, tuple[Path, list[str]]] = {
     "ddpo_jpeg_s1": (DDPO, [*JPEG, "run.seed=1"]),
     "ddpo_alignment_ddp2_s0": (DDPO, [*DDP2, "run.seed=0"]),
     "ddpo_jpeg_ddp2_s0": (DDPO, [*JPEG, *DDP2, "run.seed=0"]),
-    **{f"alignprop_aesthetic_{s}_s0": (ALIGNPROP, [f"exploration.strategy={s}", "run.seed=0"])
-       for s in ("baseline", "cfg", "phrase", "diffexp")},
+    **{
+        f"alignprop_aesthetic_{s}_s0": (ALIGNPROP, [f"exploration.strategy={s}", "run.seed=0"])
+        for s in ("baseline", "cfg", "phrase", "diffexp")
+    },
     "alignprop_aesthetic_baseline_s1": (ALIGNPROP, ["run.seed=1"]),
-    **{f"alignprop_alignment_{s}_s{seed}": (ALIGNPROP, [*ALIGNMENT, f"exploration.strategy={s}", f"run.seed={seed}"])
-       for s in ("baseline", "cfg", "phrase", "diffexp") for seed in (0, 1, 2)},
+    **{
+        f"alignprop_alignment_{s}_s{seed}": (ALIGNPROP, [*ALIGNMENT, f"exploration.strategy={s}", f"run.seed={seed}"])
+        for s in ("baseline", "cfg", "phrase", "diffexp")
+        for seed in (0, 1, 2)
+    },
 }
 
 
@@ -64,7 +69,7 @@ FIXED_SET_SEED = 2026
 def fixed_set_score(module, num_samples: int) -> tuple[float, float]:
     """Mean reward and ground-truth accuracy of ``num_samples`` fixed-seed samples of ``module``
     as it stands (baseline sampling: no exploration)."""
-    from diffexp.embedded.evaluation import evaluate
+    from diffexp.embedded.measurements import evaluate
 
     generator = torch.Generator().manual_seed(FIXED_SET_SEED)  # draws the prompts, then the noise
     order = torch.randperm(len(module.train_prompts), generator=generator).tolist()
@@ -104,7 +109,9 @@ def fixed_set(run_dir: Path, num_samples: int) -> dict[str, float]:
     key = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
     base_cache = run_dir.parent / f"fixed_set_base_{key}.json"
     if not base_cache.exists():
-        base_cache.write_text(json.dumps(dict(zip(("fixed_base", "gt_base"), fixed_set_rewards(run_dir, num_samples, trained=False)))))
+        base_cache.write_text(
+            json.dumps(dict(zip(("fixed_base", "gt_base"), fixed_set_rewards(run_dir, num_samples, trained=False))))
+        )
     figures = json.loads(base_cache.read_text())
     figures.update(zip(("fixed_final", "gt_final"), fixed_set_rewards(run_dir, num_samples, trained=True)))
     figures["fixed_gain"] = figures["fixed_final"] - figures["fixed_base"]
@@ -120,9 +127,18 @@ def summarise(out: Path, names: list[str], num_fixed: int) -> pd.DataFrame:
             continue
         df = pd.read_csv(path).dropna(subset=["reward_mean"])
         first, last = df["reward_mean"].iloc[:3].mean(), df["reward_mean"].iloc[-3:].mean()
-        rows.append({"run": name, "group": name.rsplit("_s", 1)[0], "epochs": len(df), "queries": int(df["reward_queries"].iloc[-1]),
-                     "first3": first, "last3": last, "gain": last - first,
-                     **(fixed_set(out / name, num_fixed) if num_fixed else {})})
+        rows.append(
+            {
+                "run": name,
+                "group": name.rsplit("_s", 1)[0],
+                "epochs": len(df),
+                "queries": int(df["reward_queries"].iloc[-1]),
+                "first3": first,
+                "last3": last,
+                "gain": last - first,
+                **(fixed_set(out / name, num_fixed) if num_fixed else {}),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -131,18 +147,35 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/default_budget"))
     parser.add_argument("--only", default="", help="run only names starting with this")
     parser.add_argument("--summary-only", action="store_true", help="print the table of finished runs, run nothing")
-    parser.add_argument("--fixed-set", type=int, default=128, metavar="N", help="fixed-set samples per measurement (0: skip)")
+    parser.add_argument(
+        "--fixed-set", type=int, default=128, metavar="N", help="fixed-set samples per measurement (0: skip)"
+    )
     args = parser.parse_args()
     names = [n for n in RUNS if n.startswith(args.only)]
     for name in names if not args.summary_only else []:
         config, overrides = RUNS[name]
-        if (args.out / name / "csv" / "metrics.csv").exists() and not (args.out / name / "checkpoints" / "last.ckpt.tmp").exists():
+        if (args.out / name / "csv" / "metrics.csv").exists() and not (
+            args.out / name / "checkpoints" / "last.ckpt.tmp"
+        ).exists():
             done = pd.read_csv(args.out / name / "csv" / "metrics.csv")
             if len(done.dropna(subset=["reward_mean"])) >= 30:
                 continue
         print(f"=== {name}", flush=True)
-        subprocess.run([sys.executable, "-m", "diffexp", "train", "--config", str(config), *overrides,
-                        f"run.output_dir={args.out}", f"run.name={name}", "run.loggers=[csv]"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "diffexp",
+                "train",
+                "--config",
+                str(config),
+                *overrides,
+                f"run.output_dir={args.out}",
+                f"run.name={name}",
+                "run.loggers=[csv]",
+            ],
+            check=True,
+        )
     table = summarise(args.out, names, args.fixed_set)
     if table.empty:
         print("no finished runs")
@@ -151,13 +184,22 @@ def main() -> None:
     print("\nper group: mean gain (last 3 - first 3 epochs) vs. spread of the final reward between seeds")
     for group, g in table.groupby("group", sort=False):
         spread = statistics.stdev(g["last3"]) if len(g) > 1 else float("nan")
-        print(f"  {group:<32} runs {len(g)}  gain {g['gain'].mean():+.3f}  final {g['last3'].mean():.3f}  seed std {spread:.3f}")
+        print(
+            f"  {group:<32} runs {len(g)}  gain {g['gain'].mean():+.3f}  final {g['last3'].mean():.3f}  seed std "
+            f"{spread:.3f}"
+        )
     if "fixed_gain" in table:
-        print(f"\nper group, fixed set ({args.fixed_set} samples, same prompts and noise): base -> final reward, gain, seed std of the final")
+        print(
+            f"\nper group, fixed set ({args.fixed_set} samples, same prompts and noise): base -> final reward, gain, "
+            "seed std of the final"
+        )
         for group, g in table.groupby("group", sort=False):
             spread = statistics.stdev(g["fixed_final"]) if len(g) > 1 else float("nan")
-            print(f"  {group:<32} runs {len(g)}  {g['fixed_base'].mean():.3f} -> {g['fixed_final'].mean():.3f}  "
-                  f"gain {g['fixed_gain'].mean():+.3f}  seed std {spread:.3f}  ground truth {g['gt_base'].mean():.3f} -> {g['gt_final'].mean():.3f}")
+            print(
+                f"  {group:<32} runs {len(g)}  {g['fixed_base'].mean():.3f} -> {g['fixed_final'].mean():.3f}  "
+                f"gain {g['fixed_gain'].mean():+.3f}  seed std {spread:.3f}  ground truth {g['gt_base'].mean():.3f} "
+                f"-> {g['gt_final'].mean():.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,11 @@ t1 = time.perf_counter()
 texts = [p.text for p in get_prompt_set("relations", "train")][:32]
 sampler = TrajectorySampler(pipe, num_steps={steps}, eta=1.0)
 with torch.no_grad():
-    images = sampler.sample(SamplingPlan(texts, texts, torch.full((32, {steps}), {cfg})), torch.Generator().manual_seed(0)).images
+    plan = SamplingPlan(texts, texts, torch.full((32, {steps}), {cfg}))
+    images = sampler.sample(plan, torch.Generator().manual_seed(0)).images
 t2 = time.perf_counter()
-print(json.dumps({{"import_and_load_s": t1 - t0, "sample_s": t2 - t1, "total_s": t2 - t0, "images": list(images.shape)}}))
+times = {{"import_and_load_s": t1 - t0, "sample_s": t2 - t1, "total_s": t2 - t0}}
+print(json.dumps({{**times, "images": list(images.shape)}}))
 """
 
 
@@ -44,7 +46,10 @@ def main() -> None:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for key in ("import_and_load_s", "sample_s", "total_s"):
-        print(f"{key:>18}: median {statistics.median(r[key] for r in runs):.2f}  (runs: {', '.join(f'{r[key]:.2f}' for r in runs)})")
+        print(
+            f"{key:>18}: median {statistics.median(r[key] for r in runs):.2f}  "
+            f"(runs: {', '.join(f'{r[key]:.2f}' for r in runs)})"
+        )
 
 
 if __name__ == "__main__":

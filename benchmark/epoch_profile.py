@@ -21,13 +21,24 @@ from diffexp.algorithms.runner import run
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs timed (the first is reported separately as warm-up)")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="epochs timed (the first is reported separately as warm-up)"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, key=value")
     args = parser.parse_args()
     overrides = parse_overrides(args.overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_config(args.config, {**overrides, "run.num_epochs": args.epochs + 1, "run.output_dir": tmp,
-                                           "run.name": "profile", "run.loggers": ["csv"], "run.eval_every": 10_000})
+        config = load_config(
+            args.config,
+            {
+                **overrides,
+                "run.num_epochs": args.epochs + 1,
+                "run.output_dir": tmp,
+                "run.name": "profile",
+                "run.loggers": ["csv"],
+                "run.eval_every": 10_000,
+            },
+        )
         start = time.perf_counter()
         run(config, resume=False)
         wall = time.perf_counter() - start
@@ -36,7 +47,10 @@ def main() -> None:
     per_epoch = {p: statistics.median(df[p]) for p in phases}
     total = sum(per_epoch.values())
     samples = config.batch_arithmetic()["samples_per_epoch"]
-    print(f"{config.algorithm}: {samples} samples/epoch, median epoch {total:.2f} s -> {samples / total:.1f} samples/s (whole run incl. load: {wall:.1f} s)")
+    print(
+        f"{config.algorithm}: {samples} samples/epoch, median epoch {total:.2f} s -> {samples / total:.1f} samples/s "
+        f"(whole run incl. load: {wall:.1f} s)"
+    )
     for p, t in per_epoch.items():
         print(f"  {p[5:]:>9}: {t:6.2f} s  ({100 * t / total:4.1f}%)")
 

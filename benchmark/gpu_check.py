@@ -45,8 +45,14 @@ def correctness() -> dict:
     out = {}
     pipe = get_pipeline("tiny-sd15", device="cuda")
     prompts = ["a cat and a dog", "a red circle above a blue square"]
-    reference = pipe(prompts, num_inference_steps=6, guidance_scale=7.5, eta=1.0,
-                     generator=torch.Generator("cuda").manual_seed(3), output_type="pt").images
+    reference = pipe(
+        prompts,
+        num_inference_steps=6,
+        guidance_scale=7.5,
+        eta=1.0,
+        generator=torch.Generator("cuda").manual_seed(3),
+        output_type="pt",
+    ).images
     sampler = TrajectorySampler(pipe, num_steps=6, eta=1.0)
     plan = build_strategy({"strategy": "baseline", "guidance_scale": 7.5}).plan(prompts, 6)
     with torch.no_grad():
@@ -58,32 +64,81 @@ def correctness() -> dict:
         plan = build_strategy(strategy).plan(["a monkey washing the dishes", "a cat, watercolor"] * 2, 6, g)
         with torch.no_grad():
             traj = sampler.sample(plan, torch.Generator("cuda").manual_seed(0))
-            worst[strategy] = max((torch.exp(sampler.step_log_prob(traj, s) - traj.log_probs[:, s]) - 1).abs().max().item()
-                                  for s in range(6))
+            worst[strategy] = max(
+                (torch.exp(sampler.step_log_prob(traj, s) - traj.log_probs[:, s]) - 1).abs().max().item()
+                for s in range(6)
+            )
     out["replay_max_abs_ratio_dev"] = worst
     import pandas as pd
 
     from diffexp.algorithms.config import load_config
     from diffexp.algorithms.runner import run
 
-    base = {"model.pretrained": "tiny-sd15", "sample.num_steps": 4, "sample.batch_size": 4,
-            "sample.num_batches_per_epoch": 1, "prompts.set": "list", "prompts.prompts": ["a cat", "a (red)1.2 dog"],
-            "prompts.eval_options": {}, "reward.name": "brightness", "run.eval_every": 100, "run.loggers": ["csv"],
-            "run.accelerator": "gpu", "exploration.strategy": "diffexp"}
+    base = {
+        "model.pretrained": "tiny-sd15",
+        "sample.num_steps": 4,
+        "sample.batch_size": 4,
+        "sample.num_batches_per_epoch": 1,
+        "prompts.set": "list",
+        "prompts.prompts": ["a cat", "a (red)1.2 dog"],
+        "prompts.eval_options": {},
+        "reward.name": "brightness",
+        "run.eval_every": 100,
+        "run.loggers": ["csv"],
+        "run.accelerator": "gpu",
+        "exploration.strategy": "diffexp",
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        run(load_config(None, {**base, "train.batch_size": 2, "train.gradient_accumulation_steps": 1,
-                               "train.stat_tracking.min_count": 2, "run.num_epochs": 2, "run.output_dir": tmp, "run.name": "d"}))
+        run(
+            load_config(
+                None,
+                {
+                    **base,
+                    "train.batch_size": 2,
+                    "train.gradient_accumulation_steps": 1,
+                    "train.stat_tracking.min_count": 2,
+                    "run.num_epochs": 2,
+                    "run.output_dir": tmp,
+                    "run.name": "d",
+                },
+            )
+        )
         df = pd.read_csv(f"{tmp}/d/csv/metrics.csv")
         out["ddpo_first_step_ratio_max_dev"] = df["first_step_ratio_max_dev"].tolist()
         out["ddpo_reward_mean"] = df["reward_mean"].tolist()
         # cuDNN convolutions default to TF32 on Ampere+; the replayed minibatch layout then rounds differently.
         torch.backends.cudnn.allow_tf32 = False
-        run(load_config(None, {**base, "train.batch_size": 2, "train.gradient_accumulation_steps": 1,
-                               "train.stat_tracking.min_count": 2, "run.num_epochs": 2, "run.output_dir": tmp, "run.name": "d32"}))
+        run(
+            load_config(
+                None,
+                {
+                    **base,
+                    "train.batch_size": 2,
+                    "train.gradient_accumulation_steps": 1,
+                    "train.stat_tracking.min_count": 2,
+                    "run.num_epochs": 2,
+                    "run.output_dir": tmp,
+                    "run.name": "d32",
+                },
+            )
+        )
         torch.backends.cudnn.allow_tf32 = True
-        out["ddpo_first_step_ratio_max_dev_no_tf32"] = pd.read_csv(f"{tmp}/d32/csv/metrics.csv")["first_step_ratio_max_dev"].tolist()
-        run(load_config(None, {**base, "algorithm": "alignprop", "train.truncation.k": 2, "run.num_epochs": 1,
-                               "run.output_dir": tmp, "run.name": "a"}))
+        out["ddpo_first_step_ratio_max_dev_no_tf32"] = pd.read_csv(f"{tmp}/d32/csv/metrics.csv")[
+            "first_step_ratio_max_dev"
+        ].tolist()
+        run(
+            load_config(
+                None,
+                {
+                    **base,
+                    "algorithm": "alignprop",
+                    "train.truncation.k": 2,
+                    "run.num_epochs": 1,
+                    "run.output_dir": tmp,
+                    "run.name": "a",
+                },
+            )
+        )
         df = pd.read_csv(f"{tmp}/a/csv/metrics.csv")
         out["alignprop_reward_mean"] = df["reward_mean"].tolist()
     return out
@@ -95,8 +150,14 @@ def timing(batch: int, steps: int, repeats: int, profile: bool = False) -> dict:
 
     def plain():
         with torch.no_grad():
-            return pipe(prompts, num_inference_steps=steps, guidance_scale=7.5, eta=1.0,
-                        generator=torch.Generator("cuda").manual_seed(0), output_type="pt").images
+            return pipe(
+                prompts,
+                num_inference_steps=steps,
+                guidance_scale=7.5,
+                eta=1.0,
+                generator=torch.Generator("cuda").manual_seed(0),
+                output_type="pt",
+            ).images
 
     sampler = TrajectorySampler(pipe, num_steps=steps, eta=1.0)
     plan = build_strategy({"strategy": "baseline", "guidance_scale": 7.5}).plan(prompts, steps)
@@ -111,7 +172,8 @@ def timing(batch: int, steps: int, repeats: int, profile: bool = False) -> dict:
         t_plain += _sync_time(plain, 1)
         t_ours += _sync_time(ours, 1)
     if profile:
-        from torch.profiler import ProfilerActivity, profile as torch_profile
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
 
         for name, fn in (("plain", plain), ("ours", ours)):
             with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -120,10 +182,21 @@ def timing(batch: int, steps: int, repeats: int, profile: bool = False) -> dict:
             print(f"--- profile: {name}")
             print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=14, max_name_column_width=40))
             events = {e.key: e.count for e in prof.key_averages()}
-            print({k: v for k, v in events.items() if "Memcpy" in k or "Synchronize" in k or "float64" in k.lower() or "copy_" in k})
-    return {"batch": batch, "steps": steps, "max_abs_diff_images": same,
-            "plain_pipeline_s": statistics.median(t_plain), "trajectory_sampler_s": statistics.median(t_ours),
-            "ratio": statistics.median(t_ours) / statistics.median(t_plain)}
+            print(
+                {
+                    k: v
+                    for k, v in events.items()
+                    if "Memcpy" in k or "Synchronize" in k or "float64" in k.lower() or "copy_" in k
+                }
+            )
+    return {
+        "batch": batch,
+        "steps": steps,
+        "max_abs_diff_images": same,
+        "plain_pipeline_s": statistics.median(t_plain),
+        "trajectory_sampler_s": statistics.median(t_ours),
+        "ratio": statistics.median(t_ours) / statistics.median(t_plain),
+    }
 
 
 def alignprop_memory(batch: int, steps: int, k: int) -> dict:
@@ -149,7 +222,9 @@ def alignprop_memory(batch: int, steps: int, k: int) -> dict:
         torch.cuda.synchronize()
         out[f"ckpt_{'on' if ckpt else 'off'}_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out[f"ckpt_{'on' if ckpt else 'off'}_step_s"] = time.perf_counter() - start
-        out[f"ckpt_{'on' if ckpt else 'off'}_lora_grad_norm"] = sum(p.grad.float().norm() ** 2 for p in params).sqrt().item()
+        out[f"ckpt_{'on' if ckpt else 'off'}_lora_grad_norm"] = (
+            sum(p.grad.float().norm() ** 2 for p in params).sqrt().item()
+        )
         for p in params:
             p.grad = None
         del traj
@@ -162,7 +237,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sections", default="correctness,timing,timing_batch16,alignprop_memory_k1,alignprop_memory_k5")
+    parser.add_argument(
+        "--sections", default="correctness,timing,timing_batch16,alignprop_memory_k1,alignprop_memory_k5"
+    )
     parser.add_argument("--profile", action="store_true", help="print torch profiler tables of both sampling calls")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA device"

@@ -28,16 +28,45 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "peer"))
-from env import ensure_peer_env  # noqa: E402
+from env import ensure_peer_env  # noqa: E402 (in peer/, importable once sys.path has that folder)
 
-PROMPTS = ["a red circle", "a blue square above a green star", "an orange triangle", "a purple cross left of a yellow star"]
+PROMPTS = [
+    "a red circle",
+    "a blue square above a green star",
+    "an orange triangle",
+    "a purple cross left of a yellow star",
+]
 #: The workloads: the embedded defaults' sampling (20 DDIM steps, eta 1, CFG 5) and batch layout.
-DDPO = {"algorithm": "ddpo", "steps": 20, "eta": 1.0, "guidance": 5.0, "sample_batch": 16, "sample_batches": 2,
-        "train_batch": 8, "grad_accum": 2, "timestep_fraction": 0.5, "lr": 3e-4, "seed": 0}
-ALIGNPROP = {"algorithm": "alignprop", "steps": 20, "eta": 1.0, "guidance": 5.0, "batch": 8, "k": 1, "lr": 1e-3, "seed": 0}
+DDPO = {
+    "algorithm": "ddpo",
+    "steps": 20,
+    "eta": 1.0,
+    "guidance": 5.0,
+    "sample_batch": 16,
+    "sample_batches": 2,
+    "train_batch": 8,
+    "grad_accum": 2,
+    "timestep_fraction": 0.5,
+    "lr": 3e-4,
+    "seed": 0,
+}
+ALIGNPROP = {
+    "algorithm": "alignprop",
+    "steps": 20,
+    "eta": 1.0,
+    "guidance": 5.0,
+    "batch": 8,
+    "k": 1,
+    "lr": 1e-3,
+    "seed": 0,
+}
 SAMPLER = {"algorithm": "sampler", "steps": 20, "eta": 1.0, "guidance": 5.0, "sample_batch": 16}
 TARGETS = {  # issue #10: ratio diffexp / reference, lower is better (the UNet share: higher is better)
-    "sampler": 1.10, "ddpo_epoch": 0.67, "alignprop_step": 0.77, "alignprop_memory": 0.80, "unet_share": 0.85,
+    "sampler": 1.10,
+    "ddpo_epoch": 0.67,
+    "alignprop_step": 0.77,
+    "alignprop_memory": 0.80,
+    "unet_share": 0.85,
 }
 
 
@@ -60,12 +89,19 @@ def save_pipelines(out: Path) -> dict[str, Path]:
 
 def run_side(python: Path, script: str, settings: dict, log) -> dict:
     start = time.time()
-    proc = subprocess.run([str(python), str(HERE / "peer" / script), json.dumps(settings)], capture_output=True, text=True,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    proc = subprocess.run(
+        [str(python), str(HERE / "peer" / script), json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{script} {settings['algorithm']} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    log(f"  {script.split('_')[0]:8s} {settings['algorithm']:9s} {Path(settings['pipeline']).name:10s} done in {time.time() - start:.0f}s")
+    log(
+        f"  {script.split('_')[0]:8s} {settings['algorithm']:9s} {Path(settings['pipeline']).name:10s} done in "
+        f"{time.time() - start:.0f}s"
+    )
     return result
 
 
@@ -79,7 +115,11 @@ def unet_floor(ours: dict, peer: dict, key: str) -> dict:
     target needs less UNet work than the peer does, not less overhead."""
     ours_s, peer_s = median_after_warmup(ours[key]), median_after_warmup(peer[key])
     ours_share, peer_share = median_after_warmup(ours["unet_share"]), median_after_warmup(peer["unet_share"])
-    return {"diffexp_unet_share": ours_share, "trl_unet_share": peer_share, "unet_bound_floor": ours_share * ours_s / peer_s}
+    return {
+        "diffexp_unet_share": ours_share,
+        "trl_unet_share": peer_share,
+        "unet_bound_floor": ours_share * ours_s / peer_s,
+    }
 
 
 def compare(pipelines: dict[str, Path], peer: Path, epochs: int, repeats: int, threads: int, log) -> list[dict]:
@@ -88,28 +128,67 @@ def compare(pipelines: dict[str, Path], peer: Path, epochs: int, repeats: int, t
     for name, path in pipelines.items():
         common = {"pipeline": str(path), "prompts": PROMPTS, "threads": threads}
         sampler = run_side(ours, "diffexp_peer.py", {**SAMPLER, **common, "repeats": repeats}, log)
-        rows.append({"measure": "trajectory sampling with log-probs / plain diffusers pipeline call", "pipeline": name,
-                     "diffexp": statistics.median(sampler["trajectory_sampler_s"]), "reference": statistics.median(sampler["plain_pipeline_s"]),
-                     "unit": "s", "target": TARGETS["sampler"], "note": f"max image difference {sampler['max_abs_image_difference']:.1e}"})
+        rows.append(
+            {
+                "measure": "trajectory sampling with log-probs / plain diffusers pipeline call",
+                "pipeline": name,
+                "diffexp": statistics.median(sampler["trajectory_sampler_s"]),
+                "reference": statistics.median(sampler["plain_pipeline_s"]),
+                "unit": "s",
+                "target": TARGETS["sampler"],
+                "note": f"max image difference {sampler['max_abs_image_difference']:.1e}",
+            }
+        )
         d_ours = run_side(ours, "diffexp_peer.py", {**DDPO, **common, "epochs": epochs}, log)
         d_trl = run_side(peer, "trl_peer.py", {**DDPO, **common, "epochs": epochs}, log)
-        rows.append({"measure": "one DDPO epoch (sample + reward + train) / TRL DDPOTrainer", "pipeline": name,
-                     "diffexp": median_after_warmup(d_ours["epoch_s"]), "reference": median_after_warmup(d_trl["epoch_s"]),
-                     "unit": "s", "target": TARGETS["ddpo_epoch"], **unet_floor(d_ours, d_trl, "epoch_s"),
-                     "note": "32 samples, 20 steps, half the timesteps trained"})
+        rows.append(
+            {
+                "measure": "one DDPO epoch (sample + reward + train) / TRL DDPOTrainer",
+                "pipeline": name,
+                "diffexp": median_after_warmup(d_ours["epoch_s"]),
+                "reference": median_after_warmup(d_trl["epoch_s"]),
+                "unit": "s",
+                "target": TARGETS["ddpo_epoch"],
+                **unet_floor(d_ours, d_trl, "epoch_s"),
+                "note": "32 samples, 20 steps, half the timesteps trained",
+            }
+        )
         a_ours = run_side(ours, "diffexp_peer.py", {**ALIGNPROP, **common, "epochs": epochs}, log)
         a_trl = run_side(peer, "trl_peer.py", {**ALIGNPROP, **common, "epochs": epochs}, log)
-        rows.append({"measure": "one AlignProp step / TRL AlignPropTrainer", "pipeline": name,
-                     "diffexp": median_after_warmup(a_ours["step_s"]), "reference": median_after_warmup(a_trl["step_s"]),
-                     "unit": "s", "target": TARGETS["alignprop_step"], **unet_floor(a_ours, a_trl, "step_s"),
-                     "note": "batch 8, K = 1, gradient checkpointing"})
-        rows.append({"measure": "AlignProp peak memory / TRL", "pipeline": name,
-                     "diffexp": median_after_warmup(a_ours["peak_rss_increase_bytes"]) / 2**20,
-                     "reference": median_after_warmup(a_trl["peak_rss_increase_bytes"]) / 2**20,
-                     "unit": "MiB", "target": TARGETS["alignprop_memory"], "note": "peak RSS increase during a step"})
-        rows.append({"measure": "share of a DDPO epoch inside UNet forward/backward", "pipeline": name,
-                     "diffexp": median_after_warmup(d_ours["unet_share"]), "reference": None, "unit": "",
-                     "target": TARGETS["unet_share"], "note": "higher is better"})
+        rows.append(
+            {
+                "measure": "one AlignProp step / TRL AlignPropTrainer",
+                "pipeline": name,
+                "diffexp": median_after_warmup(a_ours["step_s"]),
+                "reference": median_after_warmup(a_trl["step_s"]),
+                "unit": "s",
+                "target": TARGETS["alignprop_step"],
+                **unet_floor(a_ours, a_trl, "step_s"),
+                "note": "batch 8, K = 1, gradient checkpointing",
+            }
+        )
+        rows.append(
+            {
+                "measure": "AlignProp peak memory / TRL",
+                "pipeline": name,
+                "diffexp": median_after_warmup(a_ours["peak_rss_increase_bytes"]) / 2**20,
+                "reference": median_after_warmup(a_trl["peak_rss_increase_bytes"]) / 2**20,
+                "unit": "MiB",
+                "target": TARGETS["alignprop_memory"],
+                "note": "peak RSS increase during a step",
+            }
+        )
+        rows.append(
+            {
+                "measure": "share of a DDPO epoch inside UNet forward/backward",
+                "pipeline": name,
+                "diffexp": median_after_warmup(d_ours["unet_share"]),
+                "reference": None,
+                "unit": "",
+                "target": TARGETS["unet_share"],
+                "note": "higher is better",
+            }
+        )
     for row in rows:
         if row["reference"] is None:
             row["ratio"], row["met"] = row["diffexp"], row["diffexp"] >= row["target"]
@@ -126,21 +205,31 @@ def shares(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| measure | pipeline | diffexp | TRL 0.23.1 / reference | ratio | target | met | UNet share diffexp / TRL; floor |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| measure | pipeline | diffexp | TRL 0.23.1 / reference | ratio | target | met | UNet share diffexp / TRL; "
+        "floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         unit = f" {r['unit']}" if r["unit"] else ""
         ref = f"{r['reference']:.3g}{unit}" if r["reference"] is not None else "-"
         sign = "≥" if r["reference"] is None else "≤"
-        lines.append(f"| {r['measure']} | {r['pipeline']} | {r['diffexp']:.3g}{unit} | {ref} | {r['ratio']:.2f} | {sign} {r['target']} | "
-                     f"{'yes' if r['met'] else 'no'} | {shares(r)} |")
+        lines.append(
+            f"| {r['measure']} | {r['pipeline']} | {r['diffexp']:.3g}{unit} | {ref} | {r['ratio']:.2f} | {sign} "
+            f"{r['target']} | "
+            f"{'yes' if r['met'] else 'no'} | {shares(r)} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 epochs/steps and 2 sampler repeats (a smoke test, not a measurement)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs (DDPO) / steps (AlignProp) per run; the first is warm-up")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 epochs/steps and 2 sampler repeats (a smoke test, not a measurement)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=4, help="epochs (DDPO) / steps (AlignProp) per run; the first is warm-up"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="interleaved sampler repeats")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads on both sides")
     parser.add_argument("--out", type=Path, help="write the rows and the machine as JSON")
@@ -152,9 +241,15 @@ def main() -> None:
         rows = compare(pipelines, peer, epochs, repeats, args.threads, log=lambda m: print(m, flush=True))
     print(table(rows))
     if args.out:
-        machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                   "cpus": os.cpu_count(), "threads": args.threads}
-        args.out.write_text(json.dumps({"machine": machine, "epochs": epochs, "repeats": repeats, "rows": rows}, indent=1))
+        machine = {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+        }
+        args.out.write_text(
+            json.dumps({"machine": machine, "epochs": epochs, "repeats": repeats, "rows": rows}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -15,11 +15,24 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         description="Sample images with an exploration strategy and write a captioned grid (PNG). "
         "Each caption shows the prompt the model was conditioned on (with any phrase weights) and its CFG schedule.",
     )
-    p.add_argument("--pipeline", default="embedded", help="local diffusers folder, cached hub id, or built-in name (embedded, tiny-sd15, tiny-sdxl)")
-    p.add_argument("--prompt", action="append", dest="prompts", help="a prompt (repeatable); compel weights like '(red circle)1.3' are allowed")
+    p.add_argument(
+        "--pipeline",
+        default="embedded",
+        help="local diffusers folder, cached hub id, or built-in name (embedded, tiny-sd15, tiny-sdxl)",
+    )
+    p.add_argument(
+        "--prompt",
+        action="append",
+        dest="prompts",
+        help="a prompt (repeatable); compel weights like '(red circle)1.3' are allowed",
+    )
     p.add_argument("--prompts-file", type=Path, help="text file with one prompt per line")
     p.add_argument("--strategy", default="baseline", help="exploration strategy: baseline, cfg, phrase, diffexp")
-    p.add_argument("--exploration-config", type=Path, help="YAML with an `exploration:` section (overrides --strategy/--guidance-scale)")
+    p.add_argument(
+        "--exploration-config",
+        type=Path,
+        help="YAML with an `exploration:` section (overrides --strategy/--guidance-scale)",
+    )
     p.add_argument("--guidance-scale", type=float, default=5.0, help="base CFG scale")
     p.add_argument("--per-prompt", type=int, default=4, help="samples per prompt")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
@@ -42,7 +55,9 @@ def _describe_scales(scales) -> str:
     return f"cfg {first:.2f} -> {last:.2f}"
 
 
-def render_grid(pipe, prompts: list[str], config, per_prompt: int, steps: int, eta: float, seed: int, out: Path) -> None:
+def render_grid(
+    pipe, prompts: list[str], config, per_prompt: int, steps: int, eta: float, seed: int, out: Path
+) -> None:
     """Sample ``per_prompt`` images per prompt under ``config`` and save a captioned grid."""
     import torch
 
@@ -79,21 +94,35 @@ def _run_sample(args: argparse.Namespace) -> int:
         config = ExplorationConfig(strategy=args.strategy, guidance_scale=args.guidance_scale)
     pipe = get_pipeline(args.pipeline, dtype=args.dtype, device=args.device)
     render_grid(pipe, prompts, config, args.per_prompt, args.steps, args.eta, args.seed, args.out)
-    print(f"wrote {args.out} ({len(prompts) * args.per_prompt} samples, strategy {config.strategy}, pipeline {args.pipeline})")
+    print(
+        f"wrote {args.out} ({len(prompts) * args.per_prompt} samples, strategy {config.strategy}, pipeline "
+        f"{args.pipeline})"
+    )
     return 0
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="what each exploration strategy does to samples: one captioned grid per strategy")
-    p.add_argument("--pipeline", default="embedded", help="pipeline to sample from (see `diffexp sample --help`)")
-    p.add_argument("--out-dir", type=Path, default=Path("reports/demo"))
-    p.set_defaults(func=_run_demo)
+def _add_strategy_grids(sub: argparse._SubParsersAction) -> None:
+    for name in ("strategy-grids", "demo"):  # "demo": the old name, kept for one release (it shadowed `make demo`)
+        p = sub.add_parser(
+            name,
+            help="what each exploration strategy does to samples: one captioned grid per strategy"
+            + (" (old name of strategy-grids)" if name == "demo" else ""),
+        )
+        p.add_argument("--pipeline", default="embedded", help="pipeline to sample from (see `diffexp sample --help`)")
+        p.add_argument("--out-dir", type=Path, default=Path("reports/strategy-grids"))
+        p.set_defaults(func=_run_strategy_grids, old_name=name == "demo")
 
 
-def _run_demo(args: argparse.Namespace) -> int:
+def _run_strategy_grids(args: argparse.Namespace) -> int:
     from diffexp.exploration import STRATEGIES, ExplorationConfig
     from diffexp.models import get_pipeline
 
+    if getattr(args, "old_name", False):
+        print(
+            "note: `diffexp demo` is now `diffexp strategy-grids` (the old name goes in the next release; "
+            "`make demo` runs the main job, `diffexp ablation`)",
+            file=sys.stderr,
+        )
     pipe = get_pipeline(args.pipeline)
     prompts = ["a red circle above a blue square", "a yellow star left of a green triangle", "a purple cross"]
     for name in ["baseline", "cfg", "phrase", "diffexp"]:
@@ -114,10 +143,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         epilog="example: diffexp train --config experiments/embedded/ddpo.yaml exploration.strategy=diffexp run.seed=1",
     )
     p.add_argument("--config", type=Path, help="YAML run config")
-    p.add_argument("--algorithm", choices=["ddpo", "alignprop"], help="algorithm (overrides the config's)")
+    p.add_argument("--algorithm", help="a registered algorithm, e.g. ddpo or alignprop (overrides the config's)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML (with field docs) and exit")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.learning_rate=1e-4 exploration.strategy=cfg")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as YAML (with field docs) and exit"
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. train.learning_rate=1e-4 exploration.strategy=cfg"
+    )
     p.set_defaults(func=_run_train)
 
 
@@ -137,21 +170,30 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: entry-point group of commands that plugins add (``diffexp embedded ...`` is one): each names a
+#: function ``add(subparsers)``, loaded without importing the plugin's heavier modules
+COMMAND_GROUP = "diffexp.commands"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffexp", description="Reward fine-tuning of diffusion models with exploration (DiffExp).")
+    from importlib.metadata import entry_points
+
+    from diffexp.ablation import add_ablation_command
+    from diffexp.harness.cli import add_sweep_command
+    from diffexp.reporting.cli import add_report_command
+
+    parser = argparse.ArgumentParser(
+        prog="diffexp", description="Reward fine-tuning of diffusion models with exploration (DiffExp)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_sample(sub)
-    _add_demo(sub)
+    _add_strategy_grids(sub)
     _add_train(sub)
-    from benchmark.ablation import add_ablation_command
-    from benchmark.harness.cli import add_sweep_command
-    from benchmark.reporting.cli import add_report_command
-    from diffexp.embedded.cli import add_embedded_command
-
     add_ablation_command(sub)
     add_sweep_command(sub)
     add_report_command(sub)
-    add_embedded_command(sub)
+    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        entry.load()(sub)
     return parser
 
 

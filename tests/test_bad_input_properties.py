@@ -12,10 +12,10 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from benchmark.harness.storage import StorageError, parse_storage_url
-from benchmark.harness.study import StudyError, study_from_dict
-from benchmark.harness.tracking import flatten_config
 from diffexp.algorithms.config import ConfigError, load_config, parse_overrides
+from diffexp.harness.storage import StorageError, parse_storage_url
+from diffexp.harness.study import StudyError, study_from_dict
+from diffexp.harness.tracking import flatten_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_CONFIG = yaml.safe_load((ROOT / "experiments" / "embedded" / "ddpo.yaml").read_text())
@@ -32,8 +32,13 @@ def leaves(data: dict, prefix: str = "") -> list[str]:
 
 
 bad_values = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
 )
 config_keys = st.one_of(
     st.sampled_from(leaves(RUN_CONFIG) + ["algorithm", "train.truncation.k", "exploration.cfg.low", "run.devices"]),
@@ -67,9 +72,28 @@ def test_arbitrary_config_files_are_rejected_cleanly(tmp_path_factory, text):
 
 
 study_keys = st.one_of(
-    st.sampled_from(["name", "grid", "search", "objective", "workers", "heartbeat_interval", "grace_period", "max_retry",
-                     "overrides", "storage", "base", "profiles", "grid.run.seed", "grid.exploration.strategy",
-                     "objective.direction", "objective.metric", "overrides.run.num_epochs", "base.sample.num_steps"]),
+    st.sampled_from(
+        [
+            "name",
+            "grid",
+            "search",
+            "objective",
+            "workers",
+            "heartbeat_interval",
+            "grace_period",
+            "max_retry",
+            "overrides",
+            "storage",
+            "base",
+            "profiles",
+            "grid.run.seed",
+            "grid.exploration.strategy",
+            "objective.direction",
+            "objective.metric",
+            "overrides.run.num_epochs",
+            "base.sample.num_steps",
+        ]
+    ),
     st.from_regex(r"[a-z_]{1,8}", fullmatch=True),
 )
 
@@ -94,16 +118,36 @@ def test_malformed_study_files_name_the_field(mutations):
         assert _names_a_field(message, mutations) or "trial" in message, (mutations, message)
 
 
-url_schemes = st.sampled_from(["sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg2", "postgresql+asyncpg",
-                               "mysql+pymysql", "redis", "journal", "oracle", "nosuch", "http", ""])
+url_schemes = st.sampled_from(
+    [
+        "sqlite",
+        "sqlite+pysqlite",
+        "postgresql",
+        "postgresql+psycopg2",
+        "postgresql+asyncpg",
+        "mysql+pymysql",
+        "redis",
+        "journal",
+        "oracle",
+        "nosuch",
+        "http",
+        "",
+    ]
+)
 
 
 @EXAMPLES
-@given(st.one_of(
-    st.text(max_size=40),
-    st.builds(lambda s, sep, rest: f"{s}{sep}{rest}", url_schemes, st.sampled_from(["://", ":///", ":", ":////", "//"]),
-              st.text(alphabet="abc/:@.?=%#~ 1", max_size=25)),
-))
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.builds(
+            lambda s, sep, rest: f"{s}{sep}{rest}",
+            url_schemes,
+            st.sampled_from(["://", ":///", ":", ":////", "//"]),
+            st.text(alphabet="abc/:@.?=%#~ 1", max_size=25),
+        ),
+    )
+)
 def test_malformed_storage_urls_name_the_url(tmp_path_factory, url):
     try:
         spec = parse_storage_url(url, tmp_path_factory.getbasetemp() / "run", create_dirs=False)
@@ -113,9 +157,11 @@ def test_malformed_storage_urls_name_the_url(tmp_path_factory, url):
     assert spec.kind in ("rdb", "journal") and spec.url
 
 
-
 def test_command_line_overrides_parse_as_yaml_and_name_a_malformed_item():
     assert parse_overrides(["train.timestep_window=[0, 0.25]", "run.name=a=b", "run.num_epochs=3"]) == {
-        "train.timestep_window": [0, 0.25], "run.name": "a=b", "run.num_epochs": 3}
+        "train.timestep_window": [0, 0.25],
+        "run.name": "a=b",
+        "run.num_epochs": 3,
+    }
     with pytest.raises(ValueError, match="'train.learning_rate' must look like section.field=value"):
         parse_overrides(["train.learning_rate"])

@@ -91,3 +91,15 @@ def test_sdxl_weighting_touches_only_phrase_tokens(sdxl):
 def test_sdxl_negative_is_zero_by_default(sdxl):
     neg = PromptEncoder(sdxl).negative(3)
     assert neg.embeds.shape[0] == 3 and torch.all(neg.embeds == 0) and torch.all(neg.pooled == 0)
+
+
+def test_sdxl_pooled_embedding_is_the_plain_prompts(sdxl):
+    """A phrase weight acts on the token embeddings only; SDXL's pooled embedding is the plain
+    prompt's, whatever the weight's digits (compel 2.5 pools the unparsed syntax string)."""
+    encoder = PromptEncoder(sdxl)
+    plain = encoder.encode([TEXT])
+    a = encoder.encode(["a (red circle)1.3 above a blue square"])
+    b = encoder.encode(["a (red circle)1.3001 above a blue square"])
+    torch.testing.assert_close(a.pooled, plain.pooled, rtol=0, atol=0)
+    torch.testing.assert_close(b.pooled, plain.pooled, rtol=0, atol=0)
+    assert (a.embeds - b.embeds).abs().max() < 1e-2 and not torch.equal(a.embeds, plain.embeds)

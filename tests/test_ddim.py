@@ -70,18 +70,24 @@ def test_per_sample_timesteps_equal_scalar_steps(scheduler):
     ts = scheduler.timesteps[steps]
     _, batched = ddim_step_with_logprob(scheduler, eps, ts, x_t, 1.0, prev_sample=x_prev)
     for i, t in enumerate(ts):
-        _, single = ddim_step_with_logprob(scheduler, eps[i : i + 1], t, x_t[i : i + 1], 1.0, prev_sample=x_prev[i : i + 1])
+        _, single = ddim_step_with_logprob(
+            scheduler, eps[i : i + 1], t, x_t[i : i + 1], 1.0, prev_sample=x_prev[i : i + 1]
+        )
         torch.testing.assert_close(batched[i : i + 1], single, atol=1e-6, rtol=0)
 
 
 def test_log_prob_undefined_without_noise(scheduler):
-    _, log_prob = ddim_step_with_logprob(scheduler, torch.randn(2, 4, 8, 8), scheduler.timesteps[0], torch.randn(2, 4, 8, 8), 0.0)
+    _, log_prob = ddim_step_with_logprob(
+        scheduler, torch.randn(2, 4, 8, 8), scheduler.timesteps[0], torch.randn(2, 4, 8, 8), 0.0
+    )
     assert torch.isnan(log_prob).all()
 
 
 def test_requires_set_timesteps():
     with pytest.raises(ValueError, match="set_timesteps"):
-        ddim_step_with_logprob(DDIMScheduler(**SD_SCHEDULER_CONFIG), torch.zeros(1, 4, 2, 2), 1, torch.zeros(1, 4, 2, 2), 1.0)
+        ddim_step_with_logprob(
+            DDIMScheduler(**SD_SCHEDULER_CONFIG), torch.zeros(1, 4, 2, 2), 1, torch.zeros(1, 4, 2, 2), 1.0
+        )
 
 
 @pytest.mark.parametrize("step", [0, 10, 18, 19])
@@ -94,11 +100,32 @@ def test_epsilon_logprob_scale_is_the_schedule_gain_of_the_log_prob_gradient(sch
     log_prob.sum().backward()
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)  # the step's noise
     gain = (eps.grad * eps[0].numel() / z).abs()
-    torch.testing.assert_close(gain, torch.full_like(gain, epsilon_logprob_scale(scheduler, t, 1.0).item()), rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        gain, torch.full_like(gain, epsilon_logprob_scale(scheduler, t, 1.0).item()), rtol=1e-4, atol=0
+    )
 
 
 def test_epsilon_logprob_scale_per_sample_timesteps(scheduler):
     steps = scheduler.timesteps[[0, 18, 19]]
     torch.testing.assert_close(
-        epsilon_logprob_scale(scheduler, steps, 1.0), torch.stack([epsilon_logprob_scale(scheduler, t, 1.0) for t in steps])
+        epsilon_logprob_scale(scheduler, steps, 1.0),
+        torch.stack([epsilon_logprob_scale(scheduler, t, 1.0) for t in steps]),
     )
+
+
+def test_last_step_log_prob_is_finite_when_the_final_alpha_is_one():
+    """set_alpha_to_one=True makes the last stochastic step's sigma 0; as in ddpo-pytorch the step
+    goes to alphas_cumprod[0] instead, so its log-probability is the float64 Gaussian's. A
+    deterministic (eta = 0) last step keeps diffusers' final alpha of 1."""
+    s = DDIMScheduler(**{**SD_SCHEDULER_CONFIG, "set_alpha_to_one": True})
+    s.set_timesteps(20)
+    g = torch.Generator().manual_seed(3)
+    x_t, eps = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    t = int(s.timesteps[-1])
+    prev, log_prob = ddim_step_with_logprob(s, eps, t, x_t, 1.0, generator=g)
+    assert torch.isfinite(log_prob).all()
+    ref, _ = reference_logprob(eps.double().numpy(), x_t.double().numpy(), prev.double().numpy(), t, -1, 1.0)
+    np.testing.assert_allclose(log_prob.double().numpy(), ref, atol=1e-6, rtol=0)
+    deterministic, _ = ddim_step_with_logprob(s, eps, t, x_t, 0.0)
+    expected = s.step(eps, t, x_t, eta=0.0).prev_sample
+    torch.testing.assert_close(deterministic, expected, rtol=1e-5, atol=1e-5)

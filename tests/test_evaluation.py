@@ -26,7 +26,9 @@ def test_vendi_score_closed_forms():
     pair = torch.tensor([[1.0, 0.0], [c, math.sqrt(1 - c * c)]])
     lam = [(1 + c) / 2, (1 - c) / 2]
     assert vendi_score(pair) == pytest.approx(math.exp(-sum(x * math.log(x) for x in lam)))
-    assert vendi_score(3.0 * pair) == pytest.approx(vendi_score(pair))  # cosine: the scale of embeddings does not matter
+    assert vendi_score(3.0 * pair) == pytest.approx(
+        vendi_score(pair)
+    )  # cosine: the scale of embeddings does not matter
 
 
 def test_within_prompt_vendi_averages_prompts():
@@ -44,7 +46,12 @@ def test_eval_file_names_round_trip():
 def test_image_strip_round_trips():
     images = torch.rand(3, 3, 8, 8)
     tiles = split_strip(image_strip(images), 3)
-    back = torch.stack([torch.tensor(list(t.getdata()), dtype=torch.float32).reshape(8, 8, 3).permute(2, 0, 1) for t in tiles]) / 255
+    back = (
+        torch.stack(
+            [torch.tensor(list(t.getdata()), dtype=torch.float32).reshape(8, 8, 3).permute(2, 0, 1) for t in tiles]
+        )
+        / 255
+    )
     assert torch.allclose(back, images, atol=1 / 255 + 1e-6)
     with pytest.raises(ValueError, match="does not hold"):
         split_strip(image_strip(images), 5)
@@ -57,11 +64,24 @@ def test_evenly_spaced_covers_the_list():
 
 
 BASE = {
-    "model.pretrained": "tiny-sd15", "sample.num_steps": 3, "sample.batch_size": 4, "sample.num_batches_per_epoch": 1,
-    "train.batch_size": 2, "train.gradient_accumulation_steps": 1, "train.stat_tracking.min_count": 2,
-    "train.stat_tracking.buffer_size": 4, "prompts.set": "list", "prompts.prompts": ["a cat", "a (red)1.2 dog"],
-    "prompts.eval_options": {}, "reward.name": "brightness", "run.num_epochs": 1, "run.eval_every": 1,
-    "run.eval_num_prompts": 2, "run.loggers": ["csv"], "run.threads": 1, "run.eval_rewards": ["jpeg_compressibility"],
+    "model.pretrained": "tiny-sd15",
+    "sample.num_steps": 3,
+    "sample.batch_size": 4,
+    "sample.num_batches_per_epoch": 1,
+    "train.batch_size": 2,
+    "train.gradient_accumulation_steps": 1,
+    "train.stat_tracking.min_count": 2,
+    "train.stat_tracking.buffer_size": 4,
+    "prompts.set": "list",
+    "prompts.prompts": ["a cat", "a (red)1.2 dog"],
+    "prompts.eval_options": {},
+    "reward.name": "brightness",
+    "run.num_epochs": 1,
+    "run.eval_every": 1,
+    "run.eval_num_prompts": 2,
+    "run.loggers": ["csv"],
+    "run.threads": 1,
+    "run.eval_rewards": ["jpeg_compressibility"],
 }
 
 
@@ -79,9 +99,17 @@ def test_a_run_starts_with_the_base_model_and_counts_eval_samples_apart(tmp_path
     assert start["epoch"] == -1 and math.isnan(start["reward_mean"])
     assert start["eval_samples"] == 4 and end["eval_samples"] == 8  # 2 prompts x 2 samples per evaluation
     assert end["reward_queries"] == 4  # evaluation samples are not reward queries
-    assert not math.isnan(start["eval_score_jpeg_compressibility"]) and "eval_score_brightness" not in df  # own reward skipped
+    assert (
+        not math.isnan(start["eval_score_jpeg_compressibility"]) and "eval_score_brightness" not in df
+    )  # own reward skipped
     folder = tmp_path / "a" / "eval_images"
-    assert {p.name for p in folder.iterdir()} == {grid_name(0), samples_name(0), grid_name(4), samples_name(4), "prompts.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        grid_name(0),
+        samples_name(0),
+        grid_name(4),
+        samples_name(4),
+        "prompts.json",
+    }
 
 
 def test_every_seed_sees_the_same_evaluation_noise_and_the_base_evaluation_is_shared(tmp_path):
@@ -95,7 +123,9 @@ def test_every_seed_sees_the_same_evaluation_noise_and_the_base_evaluation_is_sh
     evals = [c for c in first.columns if c.startswith("eval_")]
     for df in (second, fresh):
         assert df.iloc[0][evals].tolist() == first.iloc[0][evals].tolist()
-    assert (tmp_path / "s1" / "eval_images" / samples_name(0)).read_bytes() == (tmp_path / "s2" / "eval_images" / samples_name(0)).read_bytes()
+    assert (tmp_path / "s1" / "eval_images" / samples_name(0)).read_bytes() == (
+        tmp_path / "s2" / "eval_images" / samples_name(0)
+    ).read_bytes()
     assert first.iloc[1]["reward_mean"] != second.iloc[1]["reward_mean"]  # the training itself differs by seed
     other = _run(tmp_path, "e", **{"run.eval_seed": 7})
     assert other.iloc[0]["eval_reward_mean"] != first.iloc[0]["eval_reward_mean"]

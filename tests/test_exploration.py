@@ -86,7 +86,7 @@ def test_phrase_weighting_uses_known_phrases_and_range():
     for seed in range(40):
         weights = draw_phrase_weights(config, prompt, g(seed))
         assert len(weights) == 1
-        (phrase, w), = weights.items()
+        ((phrase, w),) = weights.items()
         assert phrase in prompt.phrases and 1.1 <= w <= 1.4
         seen.add(phrase)
     assert seen == set(prompt.phrases)

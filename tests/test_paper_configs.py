@@ -13,8 +13,8 @@ import torch
 from open_clip import factory
 from transformers import CLIPConfig, CLIPModel
 
-from benchmark.harness.study import load_study
 from diffexp.algorithms.runner import run
+from diffexp.harness.study import load_study
 from tests.helpers import tiny_open_clip_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,13 +31,27 @@ def reward_twins(tmp_path_factory):
     from diffexp.rewards.aesthetic import AestheticMLP
 
     torch.save(AestheticMLP(16).state_dict(), folder / "sac+logos+ava1-l14-linearMSE.pth")
-    CLIPModel(CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         max_position_embeddings=77),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2),
-        projection_dim=16,
-    )).save_pretrained(folder / "pickscore")
+    CLIPModel(
+        CLIPConfig(
+            text_config=dict(
+                vocab_size=49408,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                max_position_embeddings=77,
+            ),
+            vision_config=dict(
+                image_size=32,
+                patch_size=8,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+            ),
+            projection_dim=16,
+        )
+    ).save_pretrained(folder / "pickscore")
     yield {
         "aesthetic": {"head_weights": str(folder), "clip_weights": str(folder), "clip_model": TINY_CLIP},
         "pickscore": {"model": str(folder / "pickscore")},
@@ -48,15 +62,30 @@ def reward_twins(tmp_path_factory):
 def tiny_overrides(config, reward_twins) -> dict:
     sdxl = "xl" in config.model.pretrained.lower()
     overrides = {
-        "model.pretrained": "tiny-sdxl" if sdxl else "tiny-sd15", "model.dtype": "fp32",
-        "sample.num_steps": 2, "sample.batch_size": 2, "sample.num_batches_per_epoch": 1,
+        "model.pretrained": "tiny-sdxl" if sdxl else "tiny-sd15",
+        "model.dtype": "fp32",
+        "sample.num_steps": 2,
+        "sample.batch_size": 2,
+        "sample.num_batches_per_epoch": 1,
         "reward.options": reward_twins[config.reward.name],
-        "run.num_epochs": 1, "run.eval_every": 1, "run.eval_num_prompts": 1, "run.eval_samples_per_prompt": 1,
-        "run.precision": "32-true", "run.accelerator": "cpu", "run.loggers": ["csv"], "run.threads": 1,
+        "run.num_epochs": 1,
+        "run.eval_every": 1,
+        "run.eval_num_prompts": 1,
+        "run.eval_samples_per_prompt": 1,
+        "run.precision": "32-true",
+        "run.accelerator": "cpu",
+        "run.loggers": ["csv"],
+        "run.threads": 1,
     }
     if config.algorithm == "ddpo":
-        overrides.update({"train.batch_size": 2, "train.gradient_accumulation_steps": 1,
-                          "train.stat_tracking.min_count": 1, "train.stat_tracking.buffer_size": 2})
+        overrides.update(
+            {
+                "train.batch_size": 2,
+                "train.gradient_accumulation_steps": 1,
+                "train.stat_tracking.min_count": 1,
+                "train.stat_tracking.buffer_size": 2,
+            }
+        )
     else:
         overrides["train.gradient_accumulation_steps"] = 1
     return overrides
@@ -64,7 +93,14 @@ def tiny_overrides(config, reward_twins) -> dict:
 
 def test_every_paper_experiment_has_a_study():
     names = {p.stem for p in PAPER}
-    assert {"ddpo_aesthetic", "ddpo_pickscore", "alignprop_aesthetic", "alignprop_pickscore", "ddpo_drawbench", "ddpo_sdxl"} <= names
+    assert {
+        "ddpo_aesthetic",
+        "ddpo_pickscore",
+        "alignprop_aesthetic",
+        "alignprop_pickscore",
+        "ddpo_drawbench",
+        "ddpo_sdxl",
+    } <= names
 
 
 @pytest.mark.slow
@@ -76,7 +112,9 @@ def test_paper_study_runs_one_tiny_epoch(path, reward_twins, tmp_path):
     cell = next(c for c in cells if c.params["exploration.strategy"] == "diffexp" and c.params["run.seed"] == 0)
     real = study.build_config(cell)
     assert real.model.pretrained.count("/") == 1  # a hub id (or a local path via override)
-    config = study.build_config(cell, {"run.output_dir": str(tmp_path), "run.name": "t", **tiny_overrides(real, reward_twins)})
+    config = study.build_config(
+        cell, {"run.output_dir": str(tmp_path), "run.name": "t", **tiny_overrides(real, reward_twins)}
+    )
     module = run(config)
     assert module.reward_queries == 2
     assert (tmp_path / "t" / "checkpoints" / "last.ckpt").exists()

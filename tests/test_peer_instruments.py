@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmark" / "peer"))
-from instruments import PeakRSS, UNetClock  # noqa: E402
+from instruments import PeakRSS, UNetClock  # noqa: E402 (a sibling file, importable once sys.path has its folder)
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux only")
@@ -23,9 +23,9 @@ def test_peak_rss_sees_a_freed_allocation_and_not_earlier_ones():
 
 
 def test_unet_clock_counts_unet_forward_and_backward_only():
-    from diffexp.models.twins import tiny_sd15_pipeline
-
     from diffusers import UNet2DConditionModel
+
+    from diffexp.models.twins import tiny_sd15_pipeline
 
     unet = tiny_sd15_pipeline(seed=0).unet
     original = UNet2DConditionModel.forward

@@ -17,8 +17,12 @@ STEPS = 6
 def test_baseline_equals_pipeline_output(twin, eta):
     """Same components, seed and CFG: the final image equals the pipeline's (fp32)."""
     reference = twin(
-        PROMPTS, num_inference_steps=STEPS, guidance_scale=7.5, eta=eta,
-        generator=torch.Generator().manual_seed(11), output_type="pt",
+        PROMPTS,
+        num_inference_steps=STEPS,
+        guidance_scale=7.5,
+        eta=eta,
+        generator=torch.Generator().manual_seed(11),
+        output_type="pt",
     ).images
     sampler = TrajectorySampler(twin, num_steps=STEPS, eta=eta)
     plan = build_strategy({"strategy": "baseline", "guidance_scale": 7.5}).plan(PROMPTS, STEPS)
@@ -29,7 +33,10 @@ def test_baseline_equals_pipeline_output(twin, eta):
 
 def _sample(pipe, strategy, seed=0):
     sampler = TrajectorySampler(pipe, num_steps=STEPS, eta=1.0)
-    prompts = [Prompt("a monkey washing the dishes", ("monkey", "washing the dishes")), "a cat and a dog, watercolor"] * 2
+    prompts = [
+        Prompt("a monkey washing the dishes", ("monkey", "washing the dishes")),
+        "a cat and a dog, watercolor",
+    ] * 2
     g = torch.Generator().manual_seed(seed)
     plan = build_strategy(strategy).plan(prompts, STEPS, g)
     with torch.no_grad():

@@ -7,15 +7,18 @@ the dashboards users start (mlflow ui, optuna-dashboard); every such command nam
 import re
 from pathlib import Path
 
-from benchmark.harness.cli import EPILOG
+from diffexp.harness.cli import EPILOG
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "benchmark" / "README.md"]
 
 
 def server_commands(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if re.search(r"\b(mlflow (ui|server)|optuna-dashboard)\b", line)
-            and not line.strip().startswith("|")]
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if re.search(r"\b(mlflow (ui|server)|optuna-dashboard)\b", line) and not line.strip().startswith("|")
+    ]
 
 
 def test_documented_dashboards_bind_to_loopback():

@@ -16,7 +16,11 @@ from diffexp.prompts.weighting import (
 
 
 def test_fragments_follow_compel():
-    assert fragments("a (red circle)1.3 above a blue square") == [("a", 1.0), ("red circle", 1.3), ("above a blue square", 1.0)]
+    assert fragments("a (red circle)1.3 above a blue square") == [
+        ("a", 1.0),
+        ("red circle", 1.3),
+        ("above a blue square", 1.0),
+    ]
     assert fragments("(cat)++")[0][1] == pytest.approx(1.21)
     assert fragments("(cat)-")[0][1] == pytest.approx(0.9)
     nested = dict(fragments("(a (b)1.2 c)1.5 d"))
@@ -51,7 +55,10 @@ def test_escaped_parentheses_are_text():
 
 
 def test_weight_phrases_wraps_first_occurrence():
-    assert weight_phrases("a red circle above a blue square", {"blue square": 1.25}) == "a red circle above a (blue square)1.2500"
+    assert (
+        weight_phrases("a red circle above a blue square", {"blue square": 1.25})
+        == "a red circle above a (blue square)1.2500"
+    )
     out = weight_phrases("a monkey washing the dishes", {"monkey": 1.3, "washing the dishes": 0.7})
     assert dict(fragments(out)) == {"a": 1.0, "monkey": 1.3, "washing the dishes": 0.7}
     with pytest.raises(ValueError, match="does not occur"):

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from instruments import PeakRSS, UNetClock  # noqa: E402
+from instruments import PeakRSS, UNetClock  # noqa: E402 (a sibling file, importable once sys.path has its folder)
 
 
 class EpochClock(L.Callback):
@@ -48,13 +48,25 @@ class EpochClock(L.Callback):
 
 def _common(s: dict, tmp: str) -> dict:
     return {
-        "model.pretrained": s["pipeline"], "model.use_lora": True, "model.lora.rank": 4,
-        "sample.num_steps": s["steps"], "sample.eta": s["eta"],
-        "exploration.strategy": "baseline", "exploration.guidance_scale": s["guidance"],
-        "prompts.set": "list", "prompts.prompts": s["prompts"], "prompts.eval_options": {},
-        "reward.name": "brightness", "train.learning_rate": s["lr"],
-        "run.num_epochs": s["epochs"], "run.eval_every": 10**6, "run.save_every": 10**6, "run.loggers": [],
-        "run.output_dir": tmp, "run.name": s["algorithm"], "run.seed": s["seed"],
+        "model.pretrained": s["pipeline"],
+        "model.use_lora": True,
+        "model.lora.rank": 4,
+        "sample.num_steps": s["steps"],
+        "sample.eta": s["eta"],
+        "exploration.strategy": "baseline",
+        "exploration.guidance_scale": s["guidance"],
+        "prompts.set": "list",
+        "prompts.prompts": s["prompts"],
+        "prompts.eval_options": {},
+        "reward.name": "brightness",
+        "train.learning_rate": s["lr"],
+        "run.num_epochs": s["epochs"],
+        "run.eval_every": 10**6,
+        "run.save_every": 10**6,
+        "run.loggers": [],
+        "run.output_dir": tmp,
+        "run.name": s["algorithm"],
+        "run.seed": s["seed"],
     }
 
 
@@ -62,12 +74,19 @@ def ddpo(s: dict, tmp: str) -> dict:
     from diffexp.algorithms.config import load_config
     from diffexp.algorithms.runner import run
 
-    config = load_config(None, {
-        **_common(s, tmp), "algorithm": "ddpo",
-        "sample.batch_size": s["sample_batch"], "sample.num_batches_per_epoch": s["sample_batches"],
-        "train.batch_size": s["train_batch"], "train.gradient_accumulation_steps": s["grad_accum"],
-        "train.num_inner_epochs": 1, "train.timestep_fraction": s["timestep_fraction"],
-    })
+    config = load_config(
+        None,
+        {
+            **_common(s, tmp),
+            "algorithm": "ddpo",
+            "sample.batch_size": s["sample_batch"],
+            "sample.num_batches_per_epoch": s["sample_batches"],
+            "train.batch_size": s["train_batch"],
+            "train.gradient_accumulation_steps": s["grad_accum"],
+            "train.num_inner_epochs": 1,
+            "train.timestep_fraction": s["timestep_fraction"],
+        },
+    )
     clock = EpochClock(UNetClock())
     run(config, resume=False, extra_callbacks=[clock])
     return {"epoch_s": clock.epoch_s, "unet_share": clock.unet_share}
@@ -77,15 +96,25 @@ def alignprop(s: dict, tmp: str) -> dict:
     from diffexp.algorithms.config import load_config
     from diffexp.algorithms.runner import run
 
-    config = load_config(None, {
-        **_common(s, tmp), "algorithm": "alignprop",
-        "sample.batch_size": s["batch"], "sample.num_batches_per_epoch": 1,  # one epoch = one optimiser step
-        "train.gradient_accumulation_steps": 1, "train.truncation": {"mode": "fixed", "k": s["k"]},
-        "train.gradient_checkpointing": True,
-    })
+    config = load_config(
+        None,
+        {
+            **_common(s, tmp),
+            "algorithm": "alignprop",
+            "sample.batch_size": s["batch"],
+            "sample.num_batches_per_epoch": 1,  # one epoch = one optimiser step
+            "train.gradient_accumulation_steps": 1,
+            "train.truncation": {"mode": "fixed", "k": s["k"]},
+            "train.gradient_checkpointing": True,
+        },
+    )
     clock = EpochClock(UNetClock(), memory=True)
     run(config, resume=False, extra_callbacks=[clock])
-    return {"step_s": clock.epoch_s, "peak_rss_increase_bytes": clock.peak_rss_increase_bytes, "unet_share": clock.unet_share}
+    return {
+        "step_s": clock.epoch_s,
+        "peak_rss_increase_bytes": clock.peak_rss_increase_bytes,
+        "unet_share": clock.unet_share,
+    }
 
 
 def sampler(s: dict, tmp: str) -> dict:
@@ -100,8 +129,14 @@ def sampler(s: dict, tmp: str) -> dict:
     plan = build_strategy({"strategy": "baseline", "guidance_scale": s["guidance"]}).plan(prompts, s["steps"])
 
     def plain_call():
-        return pipe(prompts, num_inference_steps=s["steps"], guidance_scale=s["guidance"], eta=s["eta"],
-                    generator=torch.Generator().manual_seed(0), output_type="pt").images
+        return pipe(
+            prompts,
+            num_inference_steps=s["steps"],
+            guidance_scale=s["guidance"],
+            eta=s["eta"],
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        ).images
 
     def sampler_call():
         return ours.sample(plan, torch.Generator().manual_seed(0)).images
@@ -115,8 +150,12 @@ def sampler(s: dict, tmp: str) -> dict:
                 start = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - start)
-    return {"plain_pipeline_s": t_plain, "trajectory_sampler_s": t_ours, "max_abs_image_difference": difference,
-            "ratio_of_medians": statistics.median(t_ours) / statistics.median(t_plain)}
+    return {
+        "plain_pipeline_s": t_plain,
+        "trajectory_sampler_s": t_ours,
+        "max_abs_image_difference": difference,
+        "ratio_of_medians": statistics.median(t_ours) / statistics.median(t_plain),
+    }
 
 
 def main() -> None:

@@ -32,11 +32,20 @@ def ensure_peer_env(env_dir: Path = DEFAULT_DIR, log=print) -> Path:
         return python
     log(f"creating the peer environment {env_dir} (TRL 0.23.1; a few minutes, downloads ~100 MB)")
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
-    peer_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip()
+    peer_site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     (Path(peer_site) / "zz_project_site_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-warn-conflicts", "-r", str(REQUIREMENTS)], check=True)
-    check = "import torch, trl, diffusers, transformers; from trl import DDPOTrainer, AlignPropTrainer; print(trl.__version__, torch.__version__)"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-warn-conflicts", "-r", str(REQUIREMENTS)], check=True
+    )
+    check = (
+        "import torch, trl, diffusers, transformers; from trl import DDPOTrainer, AlignPropTrainer; "
+        "print(trl.__version__, torch.__version__)"
+    )
     versions = subprocess.run([str(python), "-c", check], check=True, capture_output=True, text=True).stdout.strip()
     log(f"peer environment ready: trl, torch = {versions}")
     marker.write_text(wanted)

@@ -74,7 +74,10 @@ class UNetClock:
             finally:
                 clock.backward_s += time.perf_counter() - start
 
-        self._restore = lambda: (setattr(UNet2DConditionModel, "forward", real_forward), setattr(torch.Tensor, "backward", real_backward))
+        self._restore = lambda: (
+            setattr(UNet2DConditionModel, "forward", real_forward),
+            setattr(torch.Tensor, "backward", real_backward),
+        )
         UNet2DConditionModel.forward, torch.Tensor.backward = forward, backward
 
     def close(self) -> None:

@@ -42,12 +42,25 @@ def ddpo(s: dict, logdir: str) -> dict:
     from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
 
     config = DDPOConfig(
-        num_epochs=s["epochs"], save_freq=10**6, mixed_precision="no", logdir=logdir, seed=s["seed"],
-        sample_num_steps=s["steps"], sample_eta=s["eta"], sample_guidance_scale=s["guidance"],
-        sample_batch_size=s["sample_batch"], sample_num_batches_per_epoch=s["sample_batches"],
-        train_batch_size=s["train_batch"], train_gradient_accumulation_steps=s["grad_accum"],
-        train_num_inner_epochs=1, train_timestep_fraction=s["timestep_fraction"], train_learning_rate=s["lr"],
-        train_use_8bit_adam=False, train_cfg=True, per_prompt_stat_tracking=False, async_reward_computation=False,
+        num_epochs=s["epochs"],
+        save_freq=10**6,
+        mixed_precision="no",
+        logdir=logdir,
+        seed=s["seed"],
+        sample_num_steps=s["steps"],
+        sample_eta=s["eta"],
+        sample_guidance_scale=s["guidance"],
+        sample_batch_size=s["sample_batch"],
+        sample_num_batches_per_epoch=s["sample_batches"],
+        train_batch_size=s["train_batch"],
+        train_gradient_accumulation_steps=s["grad_accum"],
+        train_num_inner_epochs=1,
+        train_timestep_fraction=s["timestep_fraction"],
+        train_learning_rate=s["lr"],
+        train_use_8bit_adam=False,
+        train_cfg=True,
+        per_prompt_stat_tracking=False,
+        async_reward_computation=False,
     )
     pipeline = DefaultDDPOStableDiffusionPipeline(s["pipeline"], use_lora=True)  # LoRA r=4 on to_q/k/v/out
     trainer = DDPOTrainer(config, brightness, prompt_function(s["prompts"]), pipeline)
@@ -65,10 +78,19 @@ def alignprop(s: dict, logdir: str) -> dict:
     from trl import AlignPropConfig, AlignPropTrainer, DefaultDDPOStableDiffusionPipeline
 
     config = AlignPropConfig(
-        num_epochs=s["epochs"], save_freq=10**6, mixed_precision="no", logdir=logdir, seed=s["seed"],
-        sample_num_steps=s["steps"], sample_eta=s["eta"], sample_guidance_scale=s["guidance"],
-        train_batch_size=s["batch"], train_gradient_accumulation_steps=1, train_learning_rate=s["lr"],
-        train_use_8bit_adam=False, truncated_backprop_rand=False,
+        num_epochs=s["epochs"],
+        save_freq=10**6,
+        mixed_precision="no",
+        logdir=logdir,
+        seed=s["seed"],
+        sample_num_steps=s["steps"],
+        sample_eta=s["eta"],
+        sample_guidance_scale=s["guidance"],
+        train_batch_size=s["batch"],
+        train_gradient_accumulation_steps=1,
+        train_learning_rate=s["lr"],
+        train_use_8bit_adam=False,
+        truncated_backprop_rand=False,
         truncated_backprop_timestep=s["steps"] - s["k"],  # gradients through the last k steps
         log_image_freq=10**6,
     )

@@ -1,4 +1,4 @@
-"""AlignProp (Prabhudesai et al., 2023) as a Lightning module, with pluggable exploration.
+"""AlignProp (Prabhudesai et al., 2023) as a Lightning module, with pluggable exploration; its config.
 
 Samples are drawn *with gradients* through the last K denoising steps (truncated backprop),
 decoded by the VAE and scored by a differentiable reward on the original prompt; the loss is
@@ -10,21 +10,25 @@ UNet on the steps that carry gradient is on by default.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from diffexp.algorithms.base import PhaseClock, RewardFinetuningModule
-from diffexp.algorithms.config import ModelConfig, PromptConfig, RewardConfig, RunConfig, SampleConfig, _Strict
+from diffexp.algorithms.base import RewardFinetuningModule
+from diffexp.algorithms.config import AlgorithmConfig, RewardConfig, SampleConfig, StrictConfig, TrainConfig
 from diffexp.algorithms.losses import reward_loss
+from diffexp.algorithms.registry import register_algorithm
 from diffexp.exploration import ExplorationConfig
+from diffexp.sampling.trajectory import Trajectory
 
 
-class TruncationConfig(_Strict):
+class TruncationConfig(StrictConfig):
     mode: Literal["fixed", "uniform", "per_sample"] = Field(
-        "fixed", description="fixed: K = k; uniform: one K ~ U[k_min, k_max] per sampling call; per_sample: one K per sample per call"
+        "fixed",
+        description="fixed: K = k; uniform: one K ~ U[k_min, k_max] per sampling call; per_sample: one K per "
+        "sample per call",
     )
     k: int = Field(1, ge=1, description="steps that carry gradient in fixed mode (AlignProp's K = 1)")
     k_min: int = Field(1, ge=1, description="smallest K in the random modes")
@@ -37,32 +41,28 @@ class TruncationConfig(_Strict):
         return self
 
 
-class AlignPropTrainConfig(_Strict):
+class AlignPropTrainConfig(TrainConfig):
     learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate (AlignProp: 1e-3)")
-    lr_warmup_steps: int = Field(0, ge=0, description="optimiser steps of linear learning-rate warm-up (AlignProp: none)")
-    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
-    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon")
     gradient_accumulation_steps: int = Field(1, ge=1, description="sampling batches accumulated per optimiser step")
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient-norm clipping")
     reward_coefficient: float = Field(1.0, gt=0, description="loss = -reward_coefficient * mean(reward)")
     truncation: TruncationConfig = Field(default_factory=TruncationConfig)
-    gradient_checkpointing: bool = Field(True, description="recompute UNet activations in backward on the steps with gradient")
+    gradient_checkpointing: bool = Field(
+        True, description="recompute UNet activations in backward on the steps with gradient"
+    )
 
 
-class AlignPropConfig(_Strict):
+class AlignPropConfig(AlgorithmConfig):
     """An AlignProp run. Per epoch: sample.num_batches_per_epoch batches of sample.batch_size
     samples per device, each one backward pass; an optimiser step every
     train.gradient_accumulation_steps batches (num_batches_per_epoch must be a multiple)."""
 
     algorithm: Literal["alignprop"] = "alignprop"
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    sample: SampleConfig = Field(default_factory=lambda: SampleConfig(num_steps=50, eta=1.0, batch_size=4, num_batches_per_epoch=2))
+    sample: SampleConfig = Field(
+        default_factory=lambda: SampleConfig(num_steps=50, eta=1.0, batch_size=4, num_batches_per_epoch=2)
+    )
     exploration: ExplorationConfig = Field(default_factory=lambda: ExplorationConfig(guidance_scale=7.5))
-    prompts: PromptConfig = Field(default_factory=PromptConfig)
     reward: RewardConfig = Field(default_factory=lambda: RewardConfig(name="embedded_aesthetic"))
     train: AlignPropTrainConfig = Field(default_factory=AlignPropTrainConfig)
-    run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="after")
     def _arithmetic(self):
@@ -78,12 +78,14 @@ class AlignPropConfig(_Strict):
 
     def batch_arithmetic(self) -> dict[str, int]:
         return {
-            "samples_per_epoch": self.sample.batch_size * self.sample.num_batches_per_epoch * self.run.devices,
+            **super().batch_arithmetic(),
             "optimizer_steps_per_epoch": self.sample.num_batches_per_epoch // self.train.gradient_accumulation_steps,
         }
 
 
-def truncation_mask(config: TruncationConfig, batch: int, num_steps: int, generator: torch.Generator | None) -> torch.Tensor:
+def truncation_mask(
+    config: TruncationConfig, batch: int, num_steps: int, generator: torch.Generator | None
+) -> torch.Tensor:
     """(batch, num_steps) bool: True on the last K_b steps of sample b, drawn once for this call."""
     if config.mode == "fixed":
         k = torch.full((batch,), config.k)
@@ -96,12 +98,33 @@ def truncation_mask(config: TruncationConfig, batch: int, num_steps: int, genera
 
 
 def differentiable_rewards() -> list[str]:
-    from diffexp.rewards import REWARDS
+    from diffexp.rewards import REWARDS, reward_names
 
-    return sorted(name for name, factory in REWARDS.items() if getattr(factory, "differentiable", False))
+    return sorted(name for name in reward_names() if getattr(REWARDS[name], "differentiable", False))
 
 
+@dataclass
+class GradientBatch:
+    """One sampling batch of an AlignProp epoch: its trajectory (images carry gradient through
+    the last K steps) and the steps that carried it."""
+
+    traj: Trajectory
+    grad_steps: torch.Tensor
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.traj.prompts
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self.traj.images
+
+
+@register_algorithm("alignprop", AlignPropConfig)
 class AlignProp(RewardFinetuningModule):
+    """Each sampling batch is one round of the template: sample with gradients, reward, backward;
+    an optimiser step every ``train.gradient_accumulation_steps`` rounds."""
+
     def __init__(self, config: AlignPropConfig):
         super().__init__(config)
         if not self.reward_fn.differentiable:
@@ -110,34 +133,33 @@ class AlignProp(RewardFinetuningModule):
                 f"differentiable rewards: {differentiable_rewards()} (use DDPO for non-differentiable rewards)"
             )
 
-    def training_step(self, batch, batch_idx):
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return self.config.train.gradient_checkpointing
+
+    def rounds_per_epoch(self) -> int:
+        return self.config.sample.num_batches_per_epoch
+
+    def round_context(self):
+        return self.no_sync()  # gradients are averaged explicitly before each optimiser step
+
+    def generate(self, round_index: int) -> GradientBatch:
         s, t = self.config.sample, self.config.train
-        rewards_all, prompts_all, k_used, grad_norms = [], [], [], []
-        images_all = []
-        clock = PhaseClock()
-        for i in range(s.num_batches_per_epoch):
-            plan = self.strategy.plan(self.draw_prompts(s.batch_size), s.num_steps, self.sample_generator)
-            mask = truncation_mask(t.truncation, s.batch_size, s.num_steps, self.sample_generator)
-            with self.no_sync():
-                with clock("time_sampling"):
-                    traj = self.sampler.sample(plan, self.sample_generator, grad_steps=mask)
-                with clock("time_reward"):
-                    rewards = self.score(traj.images, plan.prompts, step=f"batch {i}")
-                loss = reward_loss(rewards, t.reward_coefficient)
-                self.check_finite(loss, f"batch {i}")
-                with clock("time_update"):
-                    self.manual_backward(loss / t.gradient_accumulation_steps)
-            if (i + 1) % t.gradient_accumulation_steps == 0:
-                with clock("time_update"):
-                    self.sync_gradients()
-                    grad_norms.append(torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm).item())
-                    self.step_optimizer()
-            rewards_all.append(rewards.detach())
-            prompts_all += plan.prompts
-            images_all.append(traj.images.detach())
-            k_used.append(mask.sum(1).float().mean().item())
-        rewards = torch.cat(rewards_all)
-        metrics = self.reward_metrics(self.gather(rewards.to(self.device)).cpu(), prompts_all, torch.cat(images_all))
-        metrics.update(clock.times)
-        metrics.update(loss=-t.reward_coefficient * rewards.mean().item(), grad_norm=float(np.mean(grad_norms)), truncation_k_mean=float(np.mean(k_used)))
-        self.finish_epoch(metrics)
+        plan = self.strategy.plan(self.draw_prompts(s.batch_size), s.num_steps, self.sample_generator)
+        mask = truncation_mask(t.truncation, s.batch_size, s.num_steps, self.sample_generator)
+        return GradientBatch(self.sampler.sample(plan, self.sample_generator, grad_steps=mask), mask)
+
+    def reward(self, batch: GradientBatch, round_index: int) -> torch.Tensor:
+        return self.score(batch.images, batch.prompts, step=f"batch {round_index}")  # with gradient
+
+    def update(self, batch: GradientBatch, rewards: torch.Tensor, advantages, round_index: int) -> dict[str, float]:
+        t = self.config.train
+        loss = reward_loss(rewards, t.reward_coefficient)
+        self.check_finite(loss, f"batch {round_index}")
+        self.manual_backward(loss / t.gradient_accumulation_steps)
+        out = {"loss": loss.item(), "truncation_k_mean": batch.grad_steps.sum(1).float().mean().item()}
+        if (round_index + 1) % t.gradient_accumulation_steps == 0:
+            self.sync_gradients()
+            out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm).item()
+            self.step_optimizer()
+        return out

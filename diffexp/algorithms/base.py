@@ -24,7 +24,14 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from diffexp.evaluation import EVAL_IMAGE_DIR, build_evaluator, evaluators_for_prompt_set, grid_name, samples_name, within_prompt_diversity
+from diffexp.evaluation import (
+    EVAL_IMAGE_DIR,
+    build_evaluator,
+    evaluators_for_prompt_set,
+    grid_name,
+    samples_name,
+    within_prompt_diversity,
+)
 from diffexp.evaluation.artifacts import PROMPTS_NAME
 from diffexp.exploration import build_strategy
 from diffexp.models import get_pipeline
@@ -64,10 +71,10 @@ def build_reward_by_name(name: str):
 
 
 def resolve_reward(config):
-    from diffexp.rewards import WeightedSum, build_reward
+    from diffexp.rewards import build_reward, build_weighted_sum
 
     if config.weights:
-        return WeightedSum({name: (build_reward(name), w) for name, w in config.weights.items()})
+        return build_weighted_sum(config.weights)
     return build_reward(config.name, **config.options)
 
 
@@ -81,7 +88,14 @@ class NonFiniteError(RuntimeError):
 
 
 class RewardFinetuningModule(L.LightningModule):
-    """Base class; subclasses implement :meth:`training_step`."""
+    """The epoch template every algorithm shares; an algorithm fills in its steps.
+
+    One epoch is ``rounds_per_epoch()`` rounds of :meth:`generate` -> :meth:`reward` ->
+    :meth:`advantages` -> :meth:`update` (DDPO: one round over the epoch's samples; AlignProp: one
+    per sampling batch, since its samples carry gradients), then the held-out evaluation on its
+    cadence and logging against reward queries. ``generate`` returns samples with ``prompts`` (the
+    original ones) and ``images``; ``update`` returns metrics, averaged over the rounds.
+    """
 
     def __init__(self, config):
         super().__init__()
@@ -113,10 +127,62 @@ class RewardFinetuningModule(L.LightningModule):
         self.sample_generator = torch.Generator()
         self.eval_samples = 0  # held-out samples drawn so far (scored, but not reward queries)
 
+    # -- the epoch template: an algorithm implements generate and update ----------------------
+    def rounds_per_epoch(self) -> int:
+        return 1
+
+    def round_context(self):
+        """Context of each round (AlignProp: DDP's ``no_sync``, its backward runs within the round)."""
+        return contextlib.nullcontext()
+
+    def generate(self, round_index: int):
+        raise NotImplementedError
+
+    def reward(self, samples, round_index: int) -> torch.Tensor:
+        """Scores on the original prompts, counted as reward queries."""
+        return self.score(samples.images, samples.prompts, step=f"round {round_index}")
+
+    def advantages(self, samples, rewards: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def update(
+        self, samples, rewards: torch.Tensor, advantages: torch.Tensor | None, round_index: int
+    ) -> dict[str, float]:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        clock = PhaseClock()
+        rewards_all, prompts_all, images_all, infos = [], [], [], {}
+        for round_index in range(self.rounds_per_epoch()):
+            with self.round_context():
+                with clock("time_sampling"):
+                    samples = self.generate(round_index)
+                with clock("time_reward"):
+                    rewards = self.reward(samples, round_index)
+                    advantages = self.advantages(samples, rewards)
+                with clock("time_update"):
+                    for key, value in self.update(samples, rewards, advantages, round_index).items():
+                        infos.setdefault(key, []).append(value)
+            rewards_all.append(rewards.detach())
+            prompts_all += list(samples.prompts)
+            images_all.append(samples.images.detach())
+        rewards = torch.cat(rewards_all)
+        metrics = self.reward_metrics(self.gather(rewards.to(self.device)).cpu(), prompts_all, torch.cat(images_all))
+        metrics.update({key: float(np.mean(values)) for key, values in infos.items()})
+        metrics.update(clock.times)
+        self.finish_epoch(metrics)
+
     # -- set-up ----------------------------------------------------------------------------
     def make_sampler(self) -> TrajectorySampler:
         s = self.config.sample
-        return TrajectorySampler(self.pipe, num_steps=s.num_steps, eta=s.eta, gradient_checkpointing=getattr(self.config.train, "gradient_checkpointing", True))
+        return TrajectorySampler(
+            self.pipe, num_steps=s.num_steps, eta=s.eta, gradient_checkpointing=self.gradient_checkpointing
+        )
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether the sampler checkpoints the UNet on steps that carry gradient (AlignProp's option)."""
+        return True
 
     def on_fit_start(self) -> None:
         self.pipe.to(self.device)
@@ -153,14 +219,17 @@ class RewardFinetuningModule(L.LightningModule):
         if not torch.isfinite(rewards).all():
             bad = int((~torch.isfinite(rewards)).sum())
             raise NonFiniteError(
-                f"epoch {self.current_epoch}, {step}: reward {self.config.reward.name!r} returned {bad} non-finite values"
+                f"epoch {self.current_epoch}, {step}: reward {self.config.reward.name!r} returned {bad} non-finite "
+                "values"
             )
         self.reward_queries += len(prompts) * self.world_size
         return rewards
 
     def check_finite(self, loss: torch.Tensor, step: str) -> None:
         if not torch.isfinite(loss):
-            raise NonFiniteError(f"epoch {self.current_epoch}, {step}: loss is {loss.item()} (reward {self.config.reward.name!r})")
+            raise NonFiniteError(
+                f"epoch {self.current_epoch}, {step}: loss is {loss.item()} (reward {self.config.reward.name!r})"
+            )
 
     @property
     def world_size(self) -> int:
@@ -211,7 +280,11 @@ class RewardFinetuningModule(L.LightningModule):
 
     def reward_metrics(self, rewards: torch.Tensor, prompts: list[str], images: torch.Tensor) -> dict[str, float]:
         """Reward statistics over ``rewards`` (the global batch); per-prompt and diversity over this rank's samples."""
-        local = rewards[self.global_rank * len(prompts) : (self.global_rank + 1) * len(prompts)] if len(rewards) > len(prompts) else rewards
+        local = (
+            rewards[self.global_rank * len(prompts) : (self.global_rank + 1) * len(prompts)]
+            if len(rewards) > len(prompts)
+            else rewards
+        )
         out = {
             "reward_mean": rewards.mean().item(),
             "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
@@ -238,8 +311,11 @@ class RewardFinetuningModule(L.LightningModule):
         traj = self.sample_without_exploration(prompts, torch.Generator().manual_seed(run.eval_seed))
         self.eval_samples += len(traj)
         rewards = self.reward_fn(traj.images, traj.prompts)
-        metrics = {"eval_reward_mean": rewards.mean().item(), "eval_reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
-                   "eval_diversity": within_prompt_diversity(traj.images, traj.prompts)}
+        metrics = {
+            "eval_reward_mean": rewards.mean().item(),
+            "eval_reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
+            "eval_diversity": within_prompt_diversity(traj.images, traj.prompts),
+        }
         for name, reward in self.eval_rewards.items():
             metrics[f"eval_score_{name}"] = reward(traj.images, traj.prompts).mean().item()
         for evaluator in self.evaluators:
@@ -273,10 +349,18 @@ class RewardFinetuningModule(L.LightningModule):
     def _base_evaluation_key(self) -> str:
         c = self.config
         fields = {
-            "model": c.model.model_dump(mode="json"), "steps": c.sample.num_steps, "eta": c.sample.eta,
-            "guidance": c.exploration.guidance_scale, "prompts": [str(p) for p in self.eval_prompts],
-            "eval": {k: getattr(c.run, k) for k in ("eval_samples_per_prompt", "eval_seed", "eval_rewards", "evaluators", "precision")},
-            "reward": c.reward.model_dump(mode="json"), "device": str(self.device), "threads": torch.get_num_threads(),
+            "model": c.model.model_dump(mode="json"),
+            "steps": c.sample.num_steps,
+            "eta": c.sample.eta,
+            "guidance": c.exploration.guidance_scale,
+            "prompts": [str(p) for p in self.eval_prompts],
+            "eval": {
+                k: getattr(c.run, k)
+                for k in ("eval_samples_per_prompt", "eval_seed", "eval_rewards", "evaluators", "precision")
+            },
+            "reward": c.reward.model_dump(mode="json"),
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
         }
         fields["model"].pop("lora", None)  # the adapter's shape does not change the base model
         return json.dumps(fields, sort_keys=True, default=str)
@@ -334,7 +418,9 @@ class RewardFinetuningModule(L.LightningModule):
     # -- optimiser ---------------------------------------------------------------------------
     def configure_optimizers(self):
         t = self.config.train
-        optimizer = torch.optim.AdamW(self.trainable, lr=t.learning_rate, betas=t.adam_betas, weight_decay=t.weight_decay, eps=t.adam_epsilon)
+        optimizer = torch.optim.AdamW(
+            self.trainable, lr=t.learning_rate, betas=t.adam_betas, weight_decay=t.weight_decay, eps=t.adam_epsilon
+        )
         if not t.lr_warmup_steps:
             return optimizer
         warmup = t.lr_warmup_steps
@@ -415,7 +501,13 @@ class PhaseClock:
 
 def _numpy_state() -> dict:
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "cached": cached}
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": pos,
+        "has_gauss": has_gauss,
+        "cached": cached,
+    }
 
 
 def _numpy_unpack(state: dict):

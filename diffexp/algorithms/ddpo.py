@@ -1,25 +1,139 @@
-"""DDPO (Black et al., 2024) as a Lightning module, with pluggable exploration.
+"""DDPO (Black et al., 2024) as a Lightning module, with pluggable exploration; its config.
 
-Each epoch, in four readable units:
+Each epoch is one round of the shared template (``base``):
 
-1. :meth:`generate`  sample ``num_batches_per_epoch`` batches of trajectories under the
+1. :meth:`generate`   sample ``num_batches_per_epoch`` batches of trajectories under the
    exploration strategy (embeddings and per-step CFG scales are recorded for replay);
-2. :meth:`reward`    score the decoded images on the *original* prompts (reward queries);
+2. ``reward``          score the decoded images on the *original* prompts (reward queries);
 3. :meth:`advantages` normalise rewards per prompt (stat tracker, gathered across ranks) or globally;
-4. :meth:`update`    PPO-clip updates: inner epochs over shuffled samples, a random subset of
+4. :meth:`update`     PPO-clip updates: inner epochs over shuffled samples, a random subset of
    timesteps per sample, gradient accumulation ending on an optimiser step.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
-from diffexp.algorithms.base import PhaseClock, RewardFinetuningModule
-from diffexp.algorithms.config import DDPOConfig
+from diffexp.algorithms.base import RewardFinetuningModule
+from diffexp.algorithms.config import AlgorithmConfig, StrictConfig, TrainConfig
 from diffexp.algorithms.losses import ppo_clip_loss
+from diffexp.algorithms.registry import register_algorithm
 from diffexp.algorithms.stat_tracker import PerPromptStatTracker, batch_advantages
 from diffexp.sampling.trajectory import Trajectory
+
+
+class StatTrackingConfig(StrictConfig):
+    per_prompt: bool = Field(True, description="normalise advantages per prompt (True) or over the whole batch")
+    buffer_size: int = Field(16, ge=1, description="rewards remembered per prompt (ddpo-pytorch: 16)")
+    min_count: int = Field(16, ge=1, description="below this many, fall back to batch statistics (ddpo-pytorch: 16)")
+    scale: Literal["prompt", "batch"] = Field(
+        "prompt",
+        description="divide by each prompt's reward std (ddpo-pytorch) or by one pooled within-prompt std of the batch",
+    )
+
+
+class DDPOTrainConfig(TrainConfig):
+    learning_rate: float = Field(3e-4, gt=0, description="AdamW learning rate (ddpo-pytorch: 3e-4)")
+    batch_size: int = Field(4, ge=1, description="samples per training minibatch, per device")
+    gradient_accumulation_steps: int = Field(2, ge=1, description="minibatches accumulated per optimiser step")
+    num_inner_epochs: int = Field(1, ge=1, description="passes over each epoch's samples (ddpo-pytorch: 1)")
+    timestep_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of the window's steps trained on, drawn at random per sample"
+    )
+    timestep_window: tuple[float, float] = Field(
+        (0.0, 1.0),
+        description="part of each trajectory whose steps may be trained, as fractions of the sampling steps from "
+        "the first (noisiest): (0, 0.5) trains only the first half, where the layout is decided (ddpo-pytorch: all "
+        "steps)",
+    )
+    step_weighting: Literal["none", "epsilon"] = Field(
+        "none",
+        description="weight of each timestep's PPO term: 'none' (ddpo-pytorch) or 'epsilon', which divides it by "
+        "the schedule's gain |d mean/d eps| / std_t (normalised to mean 1 over the window) so every step's gradient "
+        "is in "
+        "noise-prediction units; without it the second-to-last step's gain is ~6x the others' (20-step DDIM)",
+    )
+    clip_range: float = Field(1e-4, gt=0, description="PPO ratio clip range (ddpo-pytorch: 1e-4)")
+    adv_clip_max: float = Field(5.0, gt=0, description="advantages are clipped to [-adv_clip_max, adv_clip_max]")
+    stat_tracking: StatTrackingConfig = Field(default_factory=StatTrackingConfig)
+
+    @model_validator(mode="after")
+    def _window_in_order(self):
+        start, end = self.timestep_window
+        if not 0 <= start < end <= 1:
+            raise ValueError(
+                f"train.timestep_window must satisfy 0 <= start < end <= 1, got {list(self.timestep_window)}"
+            )
+        return self
+
+    def window_steps(self, num_steps: int) -> range:
+        """Indices (0 = the first, noisiest sampling step) of the steps that may be trained."""
+        start = math.floor(self.timestep_window[0] * num_steps)
+        return range(start, max(start + 1, math.ceil(self.timestep_window[1] * num_steps)))
+
+    def train_steps_per_sample(self, num_steps: int) -> int:
+        return max(1, int(len(self.window_steps(num_steps)) * self.timestep_fraction))
+
+
+class DDPOConfig(AlgorithmConfig):
+    """A DDPO run. Batch arithmetic, per epoch::
+
+        samples per epoch  = sample.batch_size * sample.num_batches_per_epoch * num_devices
+        minibatches        = samples per epoch / (train.batch_size * num_devices)
+        optimiser steps    = minibatches / train.gradient_accumulation_steps   (per inner epoch)
+
+    and each minibatch backpropagates through ``int(window steps * train.timestep_fraction)``
+    denoising steps (the window is ``train.timestep_window`` of the ``sample.num_steps``; all of
+    them by default), accumulated into the same optimiser step.
+    """
+
+    algorithm: Literal["ddpo"] = "ddpo"
+    train: DDPOTrainConfig = Field(default_factory=DDPOTrainConfig)
+
+    @model_validator(mode="after")
+    def _batch_arithmetic(self):
+        if self.sample.eta == 0:
+            raise ValueError(
+                "sample.eta must be > 0 for DDPO: with eta = 0 DDIM is deterministic and has no log-probability"
+            )
+        samples = self.sample.batch_size * self.sample.num_batches_per_epoch
+        per_step = self.train.batch_size * self.train.gradient_accumulation_steps
+        if samples % self.train.batch_size:
+            raise ValueError(
+                f"sample.batch_size * sample.num_batches_per_epoch ({samples}) must be a multiple of "
+                f"train.batch_size ({self.train.batch_size})"
+            )
+        if samples % per_step:
+            raise ValueError(
+                f"samples per epoch per device ({samples}) must be a multiple of train.batch_size * "
+                f"train.gradient_accumulation_steps ({per_step}) so that an optimiser step ends each inner epoch"
+            )
+        return self
+
+    def batch_arithmetic(self) -> dict[str, int]:
+        devices = self.run.devices
+        samples = self.sample.batch_size * self.sample.num_batches_per_epoch * devices
+        minibatches = samples // (self.train.batch_size * devices)
+        return {
+            "samples_per_epoch": samples,
+            "minibatches_per_inner_epoch": minibatches,
+            "optimizer_steps_per_epoch": self.train.num_inner_epochs
+            * minibatches
+            // self.train.gradient_accumulation_steps,
+            "train_timesteps_per_sample": self.train.train_steps_per_sample(self.sample.num_steps),
+        }
+
+    def batch_arithmetic_text(self) -> str:
+        window = self.train.window_steps(self.sample.num_steps)
+        text = super().batch_arithmetic_text()
+        if len(window) < self.sample.num_steps:
+            text += f" (drawn from steps {window.start}-{window.stop - 1} of 0-{self.sample.num_steps - 1})"
+        return text
 
 
 def cat_trajectories(parts: list[Trajectory]) -> Trajectory:
@@ -44,6 +158,7 @@ def cat_trajectories(parts: list[Trajectory]) -> Trajectory:
     return Trajectory(**values)
 
 
+@register_algorithm("ddpo", DDPOConfig)
 class DDPO(RewardFinetuningModule):
     def __init__(self, config: DDPOConfig):
         super().__init__(config)
@@ -58,7 +173,7 @@ class DDPO(RewardFinetuningModule):
 
     # 1. generate ------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self) -> Trajectory:
+    def generate(self, round_index: int = 0) -> Trajectory:
         s = self.config.sample
         self.unet.eval()
         parts = []
@@ -68,9 +183,9 @@ class DDPO(RewardFinetuningModule):
         self.unet.train()
         return cat_trajectories(parts)
 
-    # 2. reward --------------------------------------------------------------------------------
+    # 2. reward: the template's (``base.reward``), without gradients --------------------------
     @torch.no_grad()
-    def reward(self, traj: Trajectory) -> torch.Tensor:
+    def reward(self, traj: Trajectory, round_index: int = 0) -> torch.Tensor:
         return self.score(traj.images, traj.prompts, step="reward")
 
     # 3. advantages ----------------------------------------------------------------------------
@@ -84,7 +199,9 @@ class DDPO(RewardFinetuningModule):
         else:
             adv = batch_advantages(all_rewards)
         n = len(traj)
-        return torch.as_tensor(adv[self.global_rank * n : (self.global_rank + 1) * n], dtype=torch.float32, device=self.device)
+        return torch.as_tensor(
+            adv[self.global_rank * n : (self.global_rank + 1) * n], dtype=torch.float32, device=self.device
+        )
 
     @property
     def _prompt_texts(self) -> list[str]:
@@ -92,15 +209,17 @@ class DDPO(RewardFinetuningModule):
             from diffexp.prompts.weighting import plain_text
 
             self._texts = [plain_text(p.text) for p in self.train_prompts]
-            self._ids = {t: i for i, t in enumerate(self._texts)}
         return self._texts
 
     def _prompt_id(self, text: str) -> int:
-        self._prompt_texts
+        if not hasattr(self, "_ids"):
+            self._ids = {t: i for i, t in enumerate(self._prompt_texts)}
         return self._ids[text]
 
     # 4. update --------------------------------------------------------------------------------
-    def update(self, traj: Trajectory, advantages: torch.Tensor) -> dict[str, float]:
+    def update(
+        self, traj: Trajectory, rewards: torch.Tensor, advantages: torch.Tensor, round_index: int = 0
+    ) -> dict[str, float]:
         t = self.config.train
         n, steps = len(traj), traj.log_probs.shape[1]
         window = torch.tensor(t.window_steps(steps))
@@ -112,7 +231,9 @@ class DDPO(RewardFinetuningModule):
         for inner in range(t.num_inner_epochs):
             order = torch.randperm(n, generator=self.train_generator)
             # ddpo-pytorch: an independent random order of timesteps (here: of the window's) for every sample
-            step_order = torch.stack([window[torch.randperm(len(window), generator=self.train_generator)] for _ in range(n)])
+            step_order = torch.stack(
+                [window[torch.randperm(len(window), generator=self.train_generator)] for _ in range(n)]
+            )
             minibatches = order.split(t.batch_size)
             for mb_index, idx in enumerate(minibatches):
                 sub = traj.select(idx)
@@ -138,6 +259,10 @@ class DDPO(RewardFinetuningModule):
                     self.step_optimizer()
         out = {k: float(np.mean(v)) for k, v in infos.items() if v}
         out["first_step_ratio_max_dev"] = float(first_ratio_dev)
+        out["cfg_scale_mean"] = traj.guidance_scales.mean().item()
+        if self.world_size > 1:  # replicas must stay identical: a cheap check of the gradient sync
+            checksum = self.gather(torch.stack([p.detach().double().sum() for p in self.trainable]).sum().reshape(1))
+            out["ddp_param_divergence"] = (checksum.max() - checksum.min()).item()
         return out
 
     def step_weights(self, traj: Trajectory, window: torch.Tensor) -> torch.Tensor | None:
@@ -148,24 +273,6 @@ class DDPO(RewardFinetuningModule):
 
         inverse_gain = 1.0 / epsilon_logprob_scale(self.sampler.scheduler, traj.timesteps.cpu(), self.sampler.eta)
         return inverse_gain / inverse_gain[window].mean()
-
-    # the epoch ---------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx):
-        clock = PhaseClock()
-        with clock("time_sampling"):
-            traj = self.generate()
-        with clock("time_reward"):
-            rewards = self.reward(traj)
-            advantages = self.advantages(traj, rewards)
-        metrics = self.reward_metrics(self.gather(rewards.to(self.device)).cpu(), traj.prompts, traj.images)
-        with clock("time_update"):
-            metrics.update(self.update(traj, advantages))
-        metrics.update(clock.times)
-        metrics["cfg_scale_mean"] = traj.guidance_scales.mean().item()
-        if self.world_size > 1:  # replicas must stay identical: a cheap check of the gradient sync
-            checksum = self.gather(torch.stack([p.detach().double().sum() for p in self.trainable]).sum().reshape(1))
-            metrics["ddp_param_divergence"] = (checksum.max() - checksum.min()).item()
-        self.finish_epoch(metrics)
 
     def extra_state(self) -> dict:
         return {

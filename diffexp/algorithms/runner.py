@@ -15,13 +15,10 @@ from diffexp.algorithms.csv_logging import ResumableCSVLogger
 
 
 def build_module(config):
-    if config.algorithm == "ddpo":
-        from diffexp.algorithms.ddpo import DDPO
+    """The registered algorithm's Lightning module for ``config``."""
+    from diffexp.algorithms.registry import get_algorithm
 
-        return DDPO(config)
-    from diffexp.algorithms.alignprop import AlignProp
-
-    return AlignProp(config)
+    return get_algorithm(config.algorithm).module_class(config)
 
 
 def default_tracking_uri(output_dir: str | Path) -> str:
@@ -59,23 +56,21 @@ def build_loggers(config, run_dir: Path) -> list:
     if "mlflow" in config.run.loggers:
         uri = config.run.mlflow_tracking_uri or default_tracking_uri(config.run.output_dir)
         tags = {"algorithm": config.algorithm, "strategy": config.exploration.strategy, **config.run.mlflow_tags}
-        loggers.append(RunMLFlowLogger(experiment_name=config.run.mlflow_experiment or config.run.name, tracking_uri=uri,
-                                    run_name=config.run.name, run_id=config.run.mlflow_run_id, tags=None if config.run.mlflow_run_id else tags))
+        loggers.append(
+            RunMLFlowLogger(
+                experiment_name=config.run.mlflow_experiment or config.run.name,
+                tracking_uri=uri,
+                run_name=config.run.name,
+                run_id=config.run.mlflow_run_id,
+                tags=None if config.run.mlflow_run_id else tags,
+            )
+        )
     return loggers
 
 
 def print_batch_arithmetic(config) -> None:
-    if not hasattr(config, "batch_arithmetic"):
-        return
-    a = config.batch_arithmetic()
-    detail = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in a.items())
-    window = config.train.window_steps(config.sample.num_steps) if config.algorithm == "ddpo" else range(config.sample.num_steps)
-    if len(window) < config.sample.num_steps:
-        detail += f" (drawn from steps {window.start}-{window.stop - 1} of 0-{config.sample.num_steps - 1})"
-    print(
-        f"[{config.algorithm}] batch arithmetic: {config.sample.batch_size} samples x {config.sample.num_batches_per_epoch} "
-        f"batches x {config.run.devices} devices; {detail}"
-    )
+    if hasattr(config, "batch_arithmetic_text"):
+        print(config.batch_arithmetic_text())
 
 
 def run(config, resume: bool = True, extra_callbacks: list | None = None):

@@ -16,7 +16,6 @@ from collections import deque
 
 import numpy as np
 
-
 SCALES = ("prompt", "batch")
 
 
@@ -50,7 +49,12 @@ class PerPromptStatTracker:
         return centred / scales
 
     def state_dict(self) -> dict:
-        return {"buffer_size": self.buffer_size, "min_count": self.min_count, "scale": self.scale, "stats": {k: list(v) for k, v in self.stats.items()}}
+        return {
+            "buffer_size": self.buffer_size,
+            "min_count": self.min_count,
+            "scale": self.scale,
+            "stats": {k: list(v) for k, v in self.stats.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.buffer_size, self.min_count = state["buffer_size"], state["min_count"]
@@ -59,6 +63,6 @@ class PerPromptStatTracker:
 
 
 def batch_advantages(rewards: np.ndarray) -> np.ndarray:
-    """Global normalisation (per_prompt = False)."""
+    """Global normalisation (per_prompt = False), as ddpo-pytorch and TRL: ``(r - mean) / (std + 1e-8)``."""
     rewards = np.asarray(rewards, dtype=np.float64)
-    return (rewards - rewards.mean()) / (rewards.std() + 1e-6)
+    return (rewards - rewards.mean()) / (rewards.std() + 1e-8)

@@ -5,9 +5,15 @@ predictor + animal prompts) with something a small model can learn on one GPU,
 while keeping every quantity measurable from pixels:
 
 - ``scenes``: procedural 32x32 scenes, their captions and ground-truth labels;
-- ``evaluator``: pixel-only ground-truth judge of "does this image match its caption";
+- ``ground_truth``: the pixel-only judge of "does this image match its caption";
 - ``aesthetic_rule``: the hidden procedural "aesthetic" score a reward model learns;
-- ``prompt_sets``: the "objects" and "relations" prompt sets with train/held-out splits.
+- ``prompt_sets``: the "objects" and "relations" prompt sets with train/held-out splits;
+- ``architecture``, ``pipeline``, ``training``, ``reward_training``, ``settings``: the generator
+  and the reward models, and how they were trained (``diffexp embedded train``);
+- ``rewards``: the learned alignment and aesthetic rewards, and the oracle reward;
+- ``heldout_metrics``: what the world measures on a run's evaluation samples;
+- ``measurements``: the model card's figures (``diffexp embedded evaluate``);
+- ``plugin``: the registrations that plug the world into the library.
 """
 
 import hashlib

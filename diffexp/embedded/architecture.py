@@ -65,8 +65,14 @@ def scheduler() -> DDIMScheduler:
 def reward_clip() -> CLIPModel:
     """A small CLIP for the world's reward models (shares no weights with the generator)."""
     vision = CLIPVisionConfig(
-        image_size=IMAGE_SIZE, patch_size=4, hidden_size=96, intermediate_size=192,
-        num_hidden_layers=3, num_attention_heads=4, projection_dim=64, hidden_act="quick_gelu",
+        image_size=IMAGE_SIZE,
+        patch_size=4,
+        hidden_size=96,
+        intermediate_size=192,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        projection_dim=64,
+        hidden_act="quick_gelu",
     )
     text = text_config(hidden=32, layers=2, heads=4, projection_dim=64)
     return CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=64))

@@ -18,14 +18,26 @@ def add_embedded_command(sub: argparse._SubParsersAction) -> None:
 
     train = actions.add_parser("train", help="train VAE, generator, alignment CLIP and aesthetic predictor (resumable)")
     for f in fields(TrainSettings):
-        train.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f"(default {f.default})")
-    train.add_argument("--stages", nargs="*", help="only these stages (vae latents generator generator_finetune generator_refine generator_context reward_clip aesthetic)")
-    train.add_argument("--from-shipped", action="store_true",
-                       help="start from the shipped generator (as the finished generator_finetune stage) instead of retraining "
-                            "the first two stages; generator_refine then trains at 77 tokens, generator_context at 12")
+        train.add_argument(
+            f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default, help=f"(default {f.default})"
+        )
+    train.add_argument(
+        "--stages",
+        nargs="*",
+        help="only these stages (vae latents generator generator_finetune generator_refine generator_context "
+        "reward_clip aesthetic)",
+    )
+    train.add_argument(
+        "--from-shipped",
+        action="store_true",
+        help="start from the shipped generator (as the finished generator_finetune stage) instead of retraining "
+        "the first two stages; generator_refine then trains at 77 tokens, generator_context at 12",
+    )
     train.set_defaults(func=_train)
 
-    evaluate = actions.add_parser("evaluate", help="measure prompt following, DiffExp's premises and the rewards (model-card figures)")
+    evaluate = actions.add_parser(
+        "evaluate", help="measure prompt following, DiffExp's premises and the rewards (model-card figures)"
+    )
     evaluate.add_argument("--pipeline", default=None, help="generator folder (default: the shipped one)")
     evaluate.add_argument("--per-prompt", type=int, default=4)
     evaluate.add_argument("--out", type=Path, help="write the figures as JSON here")
@@ -64,7 +76,9 @@ def _evaluate(args) -> int:
     # Presence changes by a few points under phrase weights: 4x the samples (2 noise seeds), paired.
     figures["phrase_premise"] = evaluation.phrase_premise(pipe, per_prompt=2 * args.per_prompt)
     print(json.dumps(figures["phrase_premise"], indent=2))
-    figures["alignment_reward"] = evaluation.alignment_vs_ground_truth(pipe, WorldAlignmentReward(), per_prompt=args.per_prompt)
+    figures["alignment_reward"] = evaluation.alignment_vs_ground_truth(
+        pipe, WorldAlignmentReward(), per_prompt=args.per_prompt
+    )
     print(json.dumps(figures["alignment_reward"], indent=2))
     figures["aesthetic_reward"] = evaluation.aesthetic_fit(WorldAestheticReward())
     print(json.dumps(figures["aesthetic_reward"], indent=2))
@@ -95,7 +109,9 @@ def _ship(args) -> int:
         shutil.copytree(work / generator / "pipeline", target)
         print(f"generator: {generator}")
     if "reward_clip" in done:
-        CLIPModel.from_pretrained(work / "reward_clip" / "model").to(torch.float16).save_pretrained(WEIGHTS_DIR / "reward_clip")
+        CLIPModel.from_pretrained(work / "reward_clip" / "model").to(torch.float16).save_pretrained(
+            WEIGHTS_DIR / "reward_clip"
+        )
     if "aesthetic" in done:
         tower = CLIPVisionModelWithProjection.from_pretrained(work / "aesthetic" / "model")
         tower.to(torch.float16).save_pretrained(WEIGHTS_DIR / "aesthetic")

@@ -16,7 +16,7 @@ labels (for the evaluator).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from diffexp.embedded.scenes import (
     COLOURS,
@@ -86,10 +86,10 @@ def _relations(split: str) -> list[SceneLabels]:
     ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _prompt_set(name: str, split: str) -> tuple[WorldPrompt, ...]:
     labels = _objects(split) if name == "objects" else _relations(split)
-    return tuple(_prompt(l) for l in labels)
+    return tuple(_prompt(label) for label in labels)
 
 
 def get_prompt_set(name: str, split: str = "train") -> list[WorldPrompt]:

@@ -18,9 +18,18 @@ from tqdm.auto import tqdm
 from diffexp.embedded import architecture
 from diffexp.embedded.aesthetic_rule import aesthetic_score
 from diffexp.embedded.rewards import AestheticHead, clip_normalise
-from diffexp.embedded.scenes import COLOURS, RELATIONS, SHAPES, ObjectLabel, SceneLabels, caption, render, sample_spec, to_tensor
+from diffexp.embedded.scenes import (
+    COLOURS,
+    SHAPES,
+    ObjectLabel,
+    SceneLabels,
+    caption,
+    render,
+    sample_spec,
+    to_tensor,
+)
 from diffexp.embedded.settings import TrainSettings
-from diffexp.embedded.training import StageCheckpoint, _lr_lambda, _rng, _token_ids
+from diffexp.embedded.stage_tools import StageCheckpoint, lr_schedule, stage_rng, token_ids
 
 OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
 
@@ -46,7 +55,9 @@ def degrade(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
             img = F.conv2d(F.pad(img, (0, 0, radius, radius), mode="replicate"), k.transpose(-1, -2))
             image = img.squeeze(1)
         if rng.random() < 0.6:
-            image = image + float(rng.uniform(0.0, 0.08)) * torch.from_numpy(rng.standard_normal(image.shape).astype(np.float32))
+            image = image + float(rng.uniform(0.0, 0.08)) * torch.from_numpy(
+                rng.standard_normal(image.shape).astype(np.float32)
+            )
         out.append(image.clamp(0, 1))
     return torch.stack(out)
 
@@ -77,17 +88,17 @@ def train_reward_clip(settings: TrainSettings, steps: int = 2000, batch: int = 1
     torch.manual_seed(settings.seed + 1)  # no weights shared with the generator, not even the init
     model = architecture.reward_clip()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(steps))
     start, _ = ckpt.load({"clip": model}, opt, sched)
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="reward clip", dynamic_ncols=True)
     for step in bar:
-        rng = _rng(settings.seed, "reward_clip", step)
+        rng = stage_rng(settings.seed, "reward_clip", step)
         images, specs = world_batch(rng, batch)
         images = degrade(images, rng)
         captions = [caption(s) for s in specs]
         negatives = [hard_negative(s.labels, rng) for s in specs]
         image = F.normalize(_feat(model.get_image_features(pixel_values=clip_normalise(images))), dim=-1)
-        text = F.normalize(_feat(model.get_text_features(input_ids=_token_ids(captions + negatives))), dim=-1)
+        text = F.normalize(_feat(model.get_text_features(input_ids=token_ids(captions + negatives))), dim=-1)
         pos_text, neg_text = text[:batch], text[batch:]
         scale = model.logit_scale.exp().clamp(max=100)
         logits = scale * image @ pos_text.T
@@ -141,11 +152,11 @@ def train_aesthetic(settings: TrainSettings, steps: int = 1500, batch: int = 128
     tower, head = _aesthetic_model(settings)
     params = list(tower.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-3)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(steps))
     start, _ = ckpt.load({"tower": tower, "head": head}, opt, sched)
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="aesthetic", dynamic_ncols=True)
     for step in bar:
-        images, target = aesthetic_data(_rng(settings.seed, "aesthetic", step), batch)
+        images, target = aesthetic_data(stage_rng(settings.seed, "aesthetic", step), batch)
         embeds = F.normalize(tower(pixel_values=clip_normalise(images)).image_embeds, dim=-1)
         loss = F.mse_loss(head(embeds), target)
         opt.zero_grad(set_to_none=True)
@@ -167,6 +178,6 @@ def train_aesthetic(settings: TrainSettings, steps: int = 1500, batch: int = 128
 
 @torch.no_grad()
 def held_out_r2(tower, head, settings: TrainSettings, n: int = 2000) -> float:
-    images, target = aesthetic_data(_rng(settings.seed + 12345, "aesthetic-heldout", 0), n)
+    images, target = aesthetic_data(stage_rng(settings.seed + 12345, "aesthetic-heldout", 0), n)
     pred = head(F.normalize(tower(pixel_values=clip_normalise(images)).image_embeds, dim=-1))
     return float(1 - ((pred - target) ** 2).sum() / ((target - target.mean()) ** 2).sum())

@@ -8,7 +8,7 @@
   :mod:`diffexp.embedded.aesthetic_rule`.
 
 Both are differentiable with respect to the image (AlignProp). The ground-truth evaluator
-(:mod:`diffexp.embedded.evaluator`) measures real prompt following and exposes reward hacking, so
+(:mod:`diffexp.embedded.ground_truth`) measures real prompt following and exposes reward hacking, so
 the default runs never train on it. It is registered only as a diagnostic oracle:
 
 * ``embedded_ground_truth``: the share of a prompt's criteria the evaluator finds met (each
@@ -19,13 +19,13 @@ the default runs never train on it. It is registered only as a diagnostic oracle
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors.torch import load_file
 
-from diffexp.embedded.evaluator import evaluate_detailed
+from diffexp.embedded.ground_truth import evaluate_detailed
 from diffexp.models.tokenizer import clip_tokenizer
 from diffexp.rewards.base import Reward, register_reward
 
@@ -48,9 +48,12 @@ class AestheticHead(torch.nn.Module):
     def __init__(self, dim: int = 64):
         super().__init__()
         self.layers = torch.nn.Sequential(
-            torch.nn.Linear(dim, 256), torch.nn.Dropout(0.2),
-            torch.nn.Linear(256, 64), torch.nn.Dropout(0.2),
-            torch.nn.Linear(64, 32), torch.nn.Dropout(0.1),
+            torch.nn.Linear(dim, 256),
+            torch.nn.Dropout(0.2),
+            torch.nn.Linear(256, 64),
+            torch.nn.Dropout(0.2),
+            torch.nn.Linear(64, 32),
+            torch.nn.Dropout(0.1),
             torch.nn.Linear(32, 16),
             torch.nn.Linear(16, 1),
         )
@@ -86,11 +89,15 @@ class WorldAlignmentReward(Reward):
 
             if not (self.path / "config.json").exists():
                 raise _missing(self.path, "alignment reward")
-            self._model = CLIPModel.from_pretrained(self.path, dtype=torch.float32).to(self.device).eval().requires_grad_(False)
+            self._model = (
+                CLIPModel.from_pretrained(self.path, dtype=torch.float32).to(self.device).eval().requires_grad_(False)
+            )
         return self._model
 
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
-        ids = clip_tokenizer()(list(prompts), padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        ids = clip_tokenizer()(
+            list(prompts), padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
         with torch.no_grad():
             text = self.model.get_text_features(input_ids=ids.to(self.device))
         return torch.nn.functional.normalize(_features(text), dim=-1)

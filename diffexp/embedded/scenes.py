@@ -250,11 +250,15 @@ def _sample_background(rng: np.random.Generator) -> Background:
     return Background(name, tuple(float(v) for v in rgb), gradient, noise_std, int(rng.integers(2**31)))
 
 
-def _sample_object(rng: np.random.Generator, label: ObjectLabel, size: float, centre: tuple[float, float]) -> SceneObject:
+def _sample_object(
+    rng: np.random.Generator, label: ObjectLabel, size: float, centre: tuple[float, float]
+) -> SceneObject:
     return SceneObject(label.colour, label.shape, size, centre, float(rng.uniform(0.85, 1.0)))
 
 
-def _place_pair(rng: np.random.Generator, size_a: float, size_b: float, relation: str) -> tuple[tuple[float, float], ...]:
+def _place_pair(
+    rng: np.random.Generator, size_a: float, size_b: float, relation: str
+) -> tuple[tuple[float, float], ...]:
     """Centres of A and B such that "A <relation> B" holds with a clear gap and small off-axis offset."""
     lo_a, hi_a = BORDER_MARGIN + size_a, IMAGE_SIZE - BORDER_MARGIN - size_a
     lo_b, hi_b = BORDER_MARGIN + size_b, IMAGE_SIZE - BORDER_MARGIN - size_b
@@ -315,7 +319,20 @@ def _unit_polygon(shape: str) -> list[tuple[float, float]]:
     if shape == "cross":
         # A plus sign with arms 0.7 wide: thick enough to survive blur at 32x32.
         a = 0.35
-        return [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a)]
+        return [
+            (-a, -1),
+            (a, -1),
+            (a, -a),
+            (1, -a),
+            (1, a),
+            (a, a),
+            (a, 1),
+            (-a, 1),
+            (-a, a),
+            (-1, a),
+            (-1, -a),
+            (-a, -a),
+        ]
     raise ValueError(f"unknown shape {shape!r}; valid: {SHAPES}")
 
 

@@ -26,7 +26,9 @@ class TrainSettings:
     refine_steps: int = 2000
     refine_lr: float = 2e-4
     refine_composition_share: float = 0.5  # third phase: half compositions, so relations are learnt in part
-    caption_noise: float = 0.1  # third phase: a random other caption, as web captions often mismatch (CFG then sharpens)
+    caption_noise: float = (
+        0.1  # third phase: a random other caption, as web captions often mismatch (CFG then sharpens)
+    )
     context_steps: int = 1000
     context_lr: float = 2e-4
     context_length: int = 12  # fourth phase: text context cut from 77 tokens to 12 (the longest caption has 10)

@@ -10,83 +10,27 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from diffexp.embedded import architecture
-from diffexp.embedded.settings import TrainSettings
 from diffexp.embedded.scenes import SceneLabels, caption, parse_caption, sample_training_batch, to_tensor
+from diffexp.embedded.settings import TrainSettings
+from diffexp.embedded.stage_tools import (
+    StageCheckpoint,
+    atomic_save_tensors,
+    lr_schedule,
+    stage_rng,
+    token_ids,
+)
 from diffexp.models.tokenizer import MODEL_MAX_LENGTH, clip_tokenizer
-
-
-def _rng(seed: int, stage: str, step: int) -> np.random.Generator:
-    return np.random.default_rng([seed, sum(stage.encode()), step])
-
-
-def _lr_lambda(total: int, warmup: int = 100):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup)))) * 0.95 + 0.05
-
-    return f
-
-
-def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-class StageCheckpoint:
-    """Model weights (safetensors) + optimiser/scheduler/step (torch, loaded with weights_only=True)."""
-
-    def __init__(self, directory: Path):
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def done(self) -> bool:
-        return (self.dir / "DONE").exists()
-
-    def mark_done(self, info: dict) -> None:
-        (self.dir / "DONE").write_text(json.dumps(info, indent=2))
-
-    def save(self, step: int, modules: dict[str, torch.nn.Module], optimizer, lr_sched, extra: dict | None = None) -> None:
-        tensors = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
-        _atomic_save_tensors(tensors, self.dir / "weights.safetensors")
-        _atomic_torch_save(
-            {"step": step, "optimizer": optimizer.state_dict(), "lr": lr_sched.state_dict(), "extra": extra or {}},
-            self.dir / "state.pt",
-        )
-
-    def load(self, modules: dict[str, torch.nn.Module], optimizer, lr_sched) -> tuple[int, dict]:
-        if not (self.dir / "state.pt").exists():
-            return 0, {}
-        tensors = load_file(str(self.dir / "weights.safetensors"))
-        for name, m in modules.items():
-            prefix = name + "."
-            m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        state = torch.load(self.dir / "state.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        lr_sched.load_state_dict(state["lr"])
-        return int(state["step"]), state["extra"]
 
 
 # -- stage 1: the VAE -----------------------------------------------------------------------
@@ -97,11 +41,15 @@ def train_vae(settings: TrainSettings) -> Path:
     torch.manual_seed(settings.seed)
     vae = architecture.vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(settings.vae_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(settings.vae_steps))
     start, _ = ckpt.load({"vae": vae}, opt, sched)
-    bar = tqdm(range(start, settings.vae_steps), initial=start, total=settings.vae_steps, desc="vae", dynamic_ncols=True)
+    bar = tqdm(
+        range(start, settings.vae_steps), initial=start, total=settings.vae_steps, desc="vae", dynamic_ncols=True
+    )
     for step in bar:
-        images, _, _ = sample_training_batch(_rng(settings.seed, "vae", step), settings.vae_batch, settings.composition_fraction)
+        images, _, _ = sample_training_batch(
+            stage_rng(settings.seed, "vae", step), settings.vae_batch, settings.composition_fraction
+        )
         x = to_tensor(images) * 2 - 1
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
@@ -125,9 +73,9 @@ def train_vae(settings: TrainSettings) -> Path:
 @torch.no_grad()
 def _reconstruction_accuracy(vae, settings: TrainSettings, n: int = 400) -> float:
     """Ground-truth accuracy of VAE reconstructions: an upper bound for the generator."""
-    from diffexp.embedded.evaluator import evaluate
+    from diffexp.embedded.ground_truth import evaluate
 
-    images, captions, _ = sample_training_batch(_rng(settings.seed, "vae-eval", 0), n, 0.5)
+    images, captions, _ = sample_training_batch(stage_rng(settings.seed, "vae-eval", 0), n, 0.5)
     recon = vae.decode(vae.encode(to_tensor(images) * 2 - 1).latent_dist.mode()).sample
     accuracy = float(evaluate((recon / 2 + 0.5).clamp(0, 1), captions).mean())
     print(f"VAE reconstruction ground-truth accuracy: {accuracy:.3f}")
@@ -152,7 +100,9 @@ def encode_dataset(settings: TrainSettings) -> Path:
     chunk = 500
     means, stds, captions = [], [], []
     for i in tqdm(range(0, settings.dataset_size, chunk), desc="encode", dynamic_ncols=True):
-        images, caps, _ = sample_training_batch(_rng(settings.seed, "data", i), chunk, settings.composition_fraction)
+        images, caps, _ = sample_training_batch(
+            stage_rng(settings.seed, "data", i), chunk, settings.composition_fraction
+        )
         posterior = vae.encode(to_tensor(images) * 2 - 1).latent_dist
         means.append(posterior.mean.half())
         stds.append(posterior.std.half())
@@ -160,17 +110,13 @@ def encode_dataset(settings: TrainSettings) -> Path:
     mean, std = torch.cat(means), torch.cat(stds)
     # SD practice: scale latents to unit variance for the diffusion model.
     scaling = 1.0 / mean.float().std().item()
-    _atomic_save_tensors({"mean": mean, "std": std}, out / "latents.safetensors")
+    atomic_save_tensors({"mean": mean, "std": std}, out / "latents.safetensors")
     (out / "captions.json").write_text(json.dumps(captions))
     (out / "DONE").write_text(json.dumps({"scaling_factor": scaling, "size": len(captions)}))
     return out
 
 
 # -- stage 3: the generator -------------------------------------------------------------------
-def _token_ids(texts: list[str], length: int = MODEL_MAX_LENGTH) -> torch.Tensor:
-    return clip_tokenizer()(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
-
-
 def train_generator(settings: TrainSettings) -> Path:
     """Latent diffusion training of UNet + text encoder (jointly), with caption dropout and EMA."""
     return _train_denoiser(settings, "generator", settings.gen_steps, settings.gen_lr, composition_share=None)
@@ -180,8 +126,14 @@ def finetune_generator(settings: TrainSettings) -> Path:
     """A short second phase that shows compositions more often (``finetune_composition_share``),
     continuing from the first phase's weights and EMA: after it the base model still fails most
     compositions, as SD fails "a dolphin riding a bike", but not all of them."""
-    return _train_denoiser(settings, "generator_finetune", settings.finetune_steps, settings.finetune_lr,
-                           composition_share=settings.finetune_composition_share, init_stage="generator")
+    return _train_denoiser(
+        settings,
+        "generator_finetune",
+        settings.finetune_steps,
+        settings.finetune_lr,
+        composition_share=settings.finetune_composition_share,
+        init_stage="generator",
+    )
 
 
 def refine_generator(settings: TrainSettings) -> Path:
@@ -189,9 +141,15 @@ def refine_generator(settings: TrainSettings) -> Path:
     caption, as web captions often mismatch their image). The noise is what makes CFG matter here
     as it does in SD: the conditional model alone puts some mass on mismatched images, and
     guidance pushes samples back toward the caption."""
-    return _train_denoiser(settings, "generator_refine", settings.refine_steps, settings.refine_lr,
-                           composition_share=settings.refine_composition_share, init_stage="generator_finetune",
-                           caption_noise=settings.caption_noise)
+    return _train_denoiser(
+        settings,
+        "generator_refine",
+        settings.refine_steps,
+        settings.refine_lr,
+        composition_share=settings.refine_composition_share,
+        init_stage="generator_finetune",
+        caption_noise=settings.caption_noise,
+    )
 
 
 def shorten_context(settings: TrainSettings) -> Path:
@@ -203,17 +161,25 @@ def shorten_context(settings: TrainSettings) -> Path:
     token (0.775 of its cross-attention mass; the causal encoder, trained jointly, puts a summary of
     the whole caption there), so up-weighting one object's phrase with compel barely reached the
     UNet and weighting the second object lowered its presence. With 12 tokens it reads the words
-    themselves (benchmark/embedded_token_attention.py; figures in the model card).
+    themselves (benchmark/probes/embedded_token_attention.py; figures in the model card).
 
     The causal encoder still let the second object's token states encode mostly the first object
     and the relation (cosine 0.27 with the object's own caption), so weighting that phrase scaled
     the caption rather than the object and did not raise its presence. ``context_locality_weight``
     adds ``1 - second_object_locality`` to the loss, which keeps those states the object's own
     (cosine 0.997); the relation is still read from the relation words and the end token."""
-    return _train_denoiser(settings, "generator_context", settings.context_steps, settings.context_lr,
-                           composition_share=settings.refine_composition_share, init_stage="generator_refine",
-                           caption_noise=settings.caption_noise, context_length=settings.context_length,
-                           restart_ema_decay=settings.context_ema_decay, locality_weight=settings.context_locality_weight)
+    return _train_denoiser(
+        settings,
+        "generator_context",
+        settings.context_steps,
+        settings.context_lr,
+        composition_share=settings.refine_composition_share,
+        init_stage="generator_refine",
+        caption_noise=settings.caption_noise,
+        context_length=settings.context_length,
+        restart_ema_decay=settings.context_ema_decay,
+        locality_weight=settings.context_locality_weight,
+    )
 
 
 def _is_composition(caption: str) -> bool:
@@ -246,19 +212,27 @@ def second_object_locality(text_encoder, texts: list[str], states: torch.Tensor,
     tokenizer = clip_tokenizer()
     counts = [len(tokenizer(labels.objects[1].phrase, add_special_tokens=False).input_ids) for _, labels in comps]
     alone_texts = [caption(SceneLabels((labels.objects[1],))) for _, labels in comps]
-    rows, cols = _last_tokens(_token_ids([texts[i] for i, _ in comps], context_length), counts)
+    rows, cols = _last_tokens(token_ids([texts[i] for i, _ in comps], context_length), counts)
     inside = states[torch.tensor([i for i, _ in comps])][rows, cols]
     with torch.no_grad():
-        alone_ids = _token_ids(alone_texts, context_length)
+        alone_ids = token_ids(alone_texts, context_length)
         alone = text_encoder(alone_ids).last_hidden_state
     a_rows, a_cols = _last_tokens(alone_ids, counts)
     return F.cosine_similarity(inside, alone[a_rows, a_cols], dim=-1).mean()
 
 
-def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
-                    composition_share: float | None, init_stage: str | None = None, caption_noise: float = 0.0,
-                    context_length: int = MODEL_MAX_LENGTH, restart_ema_decay: float | None = None,
-                    locality_weight: float = 0.0) -> Path:
+def _train_denoiser(
+    settings: TrainSettings,
+    stage: str,
+    steps: int,
+    lr: float,
+    composition_share: float | None,
+    init_stage: str | None = None,
+    caption_noise: float = 0.0,
+    context_length: int = MODEL_MAX_LENGTH,
+    restart_ema_decay: float | None = None,
+    locality_weight: float = 0.0,
+) -> Path:
     """Latent-diffusion training of UNet + text encoder, continuing from ``init_stage`` if given.
     ``restart_ema_decay``: start from ``init_stage``'s EMA weights with a fresh EMA of this decay
     (for a phase whose input changes, here the context length) instead of continuing its EMA.
@@ -278,7 +252,7 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
     params = list(unet.parameters()) + list(text_encoder.parameters())
     modules = {"unet": unet, "text_encoder": text_encoder}
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(steps))
     restart_ema = restart_ema_decay is not None
     init = None  # the previous stage's weights, when this one starts (not resumes) from them
     if init_stage is not None and not (ckpt.dir / "state.pt").exists():
@@ -292,21 +266,32 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
             module.load_state_dict({k[len(name) + 1 :]: v for k, v in init.items() if k.startswith(name + ".")})
     start, _ = ckpt.load(modules, opt, sched)
     # optimiser steps taken before each stage (EMA warm-up continues across stages unless restarted)
-    earlier = {None: 0, "generator": settings.gen_steps, "generator_finetune": settings.gen_steps + settings.finetune_steps,
-               "generator_refine": settings.gen_steps + settings.finetune_steps + settings.refine_steps}
+    earlier = {
+        None: 0,
+        "generator": settings.gen_steps,
+        "generator_finetune": settings.gen_steps + settings.finetune_steps,
+        "generator_refine": settings.gen_steps + settings.finetune_steps + settings.refine_steps,
+    }
     ema.optimization_step = start + (0 if restart_ema else earlier[init_stage])
     alphas = noise_sched.alphas_cumprod
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=stage, dynamic_ncols=True)
     for step in bar:
-        g = torch.Generator().manual_seed(settings.seed * 1_000_003 + step + 7_777_777 * list(earlier).index(init_stage))
+        g = torch.Generator().manual_seed(
+            settings.seed * 1_000_003 + step + 7_777_777 * list(earlier).index(init_stage)
+        )
         if composition_share is None:
             idx = torch.randint(0, len(captions), (settings.gen_batch,), generator=g)
         else:
             comp = torch.rand(settings.gen_batch, generator=g) < composition_share
             pick = [pools[int(c)][torch.randint(len(pools[int(c)]), (1,), generator=g)] for c in comp]
             idx = torch.cat(pick)
-        z0 = (latents["mean"][idx].float() + latents["std"][idx].float() * torch.randn(settings.gen_batch, 4, 8, 8, generator=g)) * scaling
-        texts = ["" if torch.rand(1, generator=g).item() < settings.caption_dropout else captions[i] for i in idx.tolist()]
+        z0 = (
+            latents["mean"][idx].float()
+            + latents["std"][idx].float() * torch.randn(settings.gen_batch, 4, 8, 8, generator=g)
+        ) * scaling
+        texts = [
+            "" if torch.rand(1, generator=g).item() < settings.caption_dropout else captions[i] for i in idx.tolist()
+        ]
         if caption_noise:
             swap = torch.rand(len(texts), generator=g) < caption_noise
             others = torch.randint(len(captions), (len(texts),), generator=g)
@@ -315,7 +300,7 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
         noise = torch.randn(z0.shape, generator=g)
         a = alphas[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        emb = text_encoder(_token_ids(texts, context_length)).last_hidden_state
+        emb = text_encoder(token_ids(texts, context_length)).last_hidden_state
         loss = F.mse_loss(unet(zt, t, emb).sample, noise)
         postfix = {"loss": f"{loss.item():.4f}"}
         if locality_weight:
@@ -335,8 +320,16 @@ def _train_denoiser(settings: TrainSettings, stage: str, steps: int, lr: float,
     ckpt.save(steps, modules, opt, sched)
     ema.copy_to(params)  # ship the EMA weights
     save_world_pipeline(settings, unet, text_encoder, ckpt.dir / "pipeline", scaling, context_length)
-    ckpt.mark_done({"steps": steps, "composition_share": composition_share, "caption_noise": caption_noise, "lr": lr,
-                    "context_length": context_length, "locality_weight": locality_weight})
+    ckpt.mark_done(
+        {
+            "steps": steps,
+            "composition_share": composition_share,
+            "caption_noise": caption_noise,
+            "lr": lr,
+            "context_length": context_length,
+            "locality_weight": locality_weight,
+        }
+    )
     return ckpt.dir
 
 
@@ -362,8 +355,9 @@ class _TensorHolder(torch.nn.Module):
             t.copy_(state[str(i)])
 
 
-def save_world_pipeline(settings: TrainSettings, unet, text_encoder, out: Path, scaling: float,
-                        context_length: int = MODEL_MAX_LENGTH) -> None:
+def save_world_pipeline(
+    settings: TrainSettings, unet, text_encoder, out: Path, scaling: float, context_length: int = MODEL_MAX_LENGTH
+) -> None:
     """Assemble and ``save_pretrained`` a StableDiffusionPipeline (fp16 weights: quality holds, half
     the size). The tokenizer's ``model_max_length`` is the context the generator was trained with:
     the pipeline and compel pad prompts to it."""
@@ -374,8 +368,14 @@ def save_world_pipeline(settings: TrainSettings, unet, text_encoder, out: Path, 
     tokenizer = copy.deepcopy(clip_tokenizer())  # the cached one is shared
     tokenizer.model_max_length = context_length
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=architecture.scheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=architecture.scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
 
@@ -435,7 +435,6 @@ def export_generator_checkpoint(settings: TrainSettings, out: Path, use_ema: boo
     return Path(out)
 
 
-
 def seed_from_shipped(settings: TrainSettings, pipeline_dir: Path, through: str = "generator_finetune") -> None:
     """Start a work dir from a shipped pipeline instead of retraining the stages up to ``through``:
     its VAE becomes the ``vae`` stage and its UNet + text encoder (also as the EMA) the finished
@@ -458,5 +457,5 @@ def seed_from_shipped(settings: TrainSettings, pipeline_dir: Path, through: str 
     tensors.update({f"text_encoder.{k}": v for k, v in text_encoder.state_dict().items()})
     params = list(unet.parameters()) + list(text_encoder.parameters())
     tensors.update({f"ema.{i}": p.detach().clone() for i, p in enumerate(params)})
-    _atomic_save_tensors(tensors, stage.dir / "weights.safetensors")
+    atomic_save_tensors(tensors, stage.dir / "weights.safetensors")
     stage.mark_done({"seeded_from": str(pipeline_dir)})

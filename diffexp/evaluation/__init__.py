@@ -4,7 +4,13 @@ read them back)."""
 
 from diffexp.evaluation.artifacts import EVAL_IMAGE_DIR, EvalImage, grid_name, parse_eval_image, samples_name
 from diffexp.evaluation.diversity import vendi_score, within_prompt_diversity, within_prompt_vendi
-from diffexp.evaluation.evaluators import EVALUATORS, Evaluator, build_evaluator, evaluators_for_prompt_set, register_evaluator
+from diffexp.evaluation.evaluators import (
+    EVALUATORS,
+    Evaluator,
+    build_evaluator,
+    evaluators_for_prompt_set,
+    register_evaluator,
+)
 
 __all__ = [
     "EVALUATORS",

@@ -8,9 +8,12 @@ such a prompt set uses them without being told (``run.evaluators`` adds more by 
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
+
+from diffexp.plugins import load_plugins
 
 
 class Evaluator(Protocol):
@@ -38,6 +41,7 @@ def register_evaluator(name: str, prompt_sets: tuple[str, ...] = ()):
 
 
 def build_evaluator(name: str) -> Evaluator:
+    load_plugins()
     if name not in EVALUATORS:
         raise ValueError(f"unknown evaluator {name!r}; registered: {sorted(EVALUATORS)}")
     return EVALUATORS[name]()
@@ -45,4 +49,5 @@ def build_evaluator(name: str) -> Evaluator:
 
 def evaluators_for_prompt_set(prompt_set: str) -> list[str]:
     """The evaluators registered as defaults for ``prompt_set``."""
+    load_plugins()
     return list(_DEFAULTS.get(prompt_set, []))

@@ -10,13 +10,13 @@ A value written as a pair ``[lo, hi]`` is drawn uniformly per sample, so ``low``
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: A fixed value, or a ``(low, high)`` range drawn uniformly per sample.
-ValueOrRange = Union[float, tuple[float, float]]
+ValueOrRange = float | tuple[float, float]
 
 
 def draw(value: ValueOrRange, batch: int, generator: torch.Generator | None) -> torch.Tensor:

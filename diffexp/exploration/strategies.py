@@ -17,7 +17,8 @@ an :class:`ExplorationConfig` and returning any object with a ``plan`` method).
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -48,7 +49,9 @@ class ExplorationConfig(BaseModel):
 
 
 class ExplorationStrategy(Protocol):
-    def plan(self, prompts: Sequence[str | PromptLike], num_steps: int, generator: torch.Generator | None) -> SamplingPlan: ...
+    def plan(
+        self, prompts: Sequence[str | PromptLike], num_steps: int, generator: torch.Generator | None
+    ) -> SamplingPlan: ...
 
 
 class ScheduledWeightedStrategy:
@@ -59,7 +62,9 @@ class ScheduledWeightedStrategy:
         self.schedule = schedule or CFGScheduleConfig(kind="constant")
         self.phrase = phrase
 
-    def plan(self, prompts: Sequence[str | PromptLike], num_steps: int, generator: torch.Generator | None = None) -> SamplingPlan:
+    def plan(
+        self, prompts: Sequence[str | PromptLike], num_steps: int, generator: torch.Generator | None = None
+    ) -> SamplingPlan:
         items = [as_prompt(p) for p in prompts]
         scales = guidance_scales(self.schedule, self.guidance_scale, len(items), num_steps, generator)
         weights = [draw_phrase_weights(self.phrase, p, generator) if self.phrase else {} for p in items]

@@ -1,40 +1,70 @@
-"""Models: pipeline loading (hub id or folder), tiny random twins, the offline tokenizer, LoRA."""
+"""Models: pipelines by name (tiny random twins built in; worlds add theirs) or from a hub id or
+folder, the offline tokenizer, LoRA."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from diffusers import DiffusionPipeline
 
 from diffexp.models.pipelines import ModelNotFoundError, load_pipeline, parse_dtype
+from diffexp.plugins import load_plugins
 
-#: Names that resolve to a built-in pipeline instead of a folder or hub id.
-BUILTIN_PIPELINES = ("embedded", "tiny-sd15", "tiny-sdxl", "sd15-sized")
+#: name -> factory ``(dtype, device, seed) -> pipeline``; a name is looked up before any folder or hub id
+PIPELINES: dict[str, Callable[..., DiffusionPipeline]] = {}
+
+
+def register_pipeline(name: str):
+    """Decorator registering a pipeline factory ``(dtype: str, device: str, seed: int) -> pipeline``."""
+
+    def decorate(factory):
+        if name in PIPELINES:
+            raise ValueError(f"pipeline {name!r} is already registered")
+        PIPELINES[name] = factory
+        return factory
+
+    return decorate
+
+
+def pipeline_names() -> list[str]:
+    load_plugins()
+    return sorted(PIPELINES)
 
 
 def get_pipeline(source: str, dtype: str = "fp32", device: str = "cpu", seed: int = 0) -> DiffusionPipeline:
-    """A pipeline from a built-in name ('embedded': the shipped world model; 'tiny-*': random twins;
-    'sd15-sized': SD 1.5's real sizes with random weights), a local diffusers folder or a cached hub id."""
-    if source == "embedded":
-        from diffexp.embedded.pipeline import load_world_pipeline
-
-        return load_world_pipeline(dtype=dtype, device=device)
-    if source == "tiny-sd15":
-        from diffexp.models.twins import tiny_sd15_pipeline
-
-        return _cast(tiny_sd15_pipeline(seed), dtype, device)
-    if source == "tiny-sdxl":
-        from diffexp.models.twins import tiny_sdxl_pipeline
-
-        return _cast(tiny_sdxl_pipeline(seed), dtype, device)
-    if source == "sd15-sized":
-        from diffexp.models.twins import sd15_sized_pipeline
-
-        return _cast(sd15_sized_pipeline(seed), dtype, device)
+    """A pipeline from a registered name ('tiny-sd15'/'tiny-sdxl': random twins; 'sd15-sized': SD
+    1.5's real sizes with random weights; plugins' names, e.g. 'embedded'), a local diffusers
+    folder or a cached hub id."""
+    load_plugins()
+    if source in PIPELINES:
+        return PIPELINES[source](dtype=dtype, device=device, seed=seed)
     return load_pipeline(source, dtype=dtype, device=device)
-
-
-__all__ = ["BUILTIN_PIPELINES", "ModelNotFoundError", "get_pipeline", "load_pipeline", "parse_dtype"]
 
 
 def _cast(pipe: DiffusionPipeline, dtype: str, device: str) -> DiffusionPipeline:
     torch_dtype = parse_dtype(dtype)
     return pipe.to(device) if torch_dtype == pipe.unet.dtype else pipe.to(device, torch_dtype)
+
+
+def _twin(build_name: str):
+    def factory(dtype: str = "fp32", device: str = "cpu", seed: int = 0) -> DiffusionPipeline:
+        from diffexp.models import twins
+
+        return _cast(getattr(twins, build_name)(seed), dtype, device)
+
+    return factory
+
+
+register_pipeline("tiny-sd15")(_twin("tiny_sd15_pipeline"))
+register_pipeline("tiny-sdxl")(_twin("tiny_sdxl_pipeline"))
+register_pipeline("sd15-sized")(_twin("sd15_sized_pipeline"))
+
+__all__ = [
+    "PIPELINES",
+    "ModelNotFoundError",
+    "get_pipeline",
+    "load_pipeline",
+    "parse_dtype",
+    "pipeline_names",
+    "register_pipeline",
+]

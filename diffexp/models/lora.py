@@ -44,7 +44,9 @@ def add_lora(unet: torch.nn.Module, settings: LoraSettings | None = None) -> lis
     try:
         unet.add_adapter(config, adapter_name=ADAPTER_NAME)
     except ValueError as err:
-        raise ValueError(f"could not attach LoRA to the UNet (target_modules={settings.target_modules}): {err}") from err
+        raise ValueError(
+            f"could not attach LoRA to the UNet (target_modules={settings.target_modules}): {err}"
+        ) from err
     params = [p for n, p in unet.named_parameters() if "lora_" in n]
     for p in params:
         p.requires_grad_(True)

@@ -60,7 +60,7 @@ def load_pipeline(
             safety_checker=None,
             requires_safety_checker=False,
         )
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         if is_local:
             raise ModelNotFoundError(f"could not load a diffusers pipeline from folder {local}: {err}") from err
         raise ModelNotFoundError(

@@ -1,4 +1,5 @@
-"""Prompt sets by name: DDPO's animals and animal-activity prompts, DrawBench, text files and the embedded world.
+"""Prompt sets by name: DDPO's animals and animal-activity prompts, DrawBench and text files;
+plugins register theirs (the embedded world's) with :func:`register_prompt_set`.
 
 The data ships inside the package (``diffexp/prompts/data``, see its README for sources), so
 nothing is read from outside the installed package at run time. Structured sets carry their
@@ -10,9 +11,10 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.resources
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
+from diffexp.plugins import load_plugins
 from diffexp.prompts.base import Prompt
 
 DATA = importlib.resources.files("diffexp.prompts") / "data"
@@ -33,8 +35,15 @@ def register_prompt_set(name: str):
     return decorate
 
 
+def prompt_set_names() -> list[str]:
+    """Every registered prompt set, plugins' included."""
+    load_plugins()
+    return sorted(PROMPT_SETS)
+
+
 def get_prompts(name: str, **options) -> list[Prompt]:
     """The prompts of the set ``name`` (see :data:`PROMPT_SETS`), built with ``options``."""
+    load_plugins()
     if name not in PROMPT_SETS:
         raise ValueError(f"unknown prompt set {name!r}; known sets: {sorted(PROMPT_SETS)}")
     return PROMPT_SETS[name](**options)
@@ -121,20 +130,3 @@ def _csv_prompts(path: Path, column: str) -> Iterable[Prompt]:
             if text:
                 metadata = {"category": row["category"]} if row.get("category") else {}
                 yield Prompt(text, None, metadata)
-
-
-def _embedded(name: str) -> PromptSetFactory:
-    def factory(split: str = "train") -> list[Prompt]:
-        from diffexp.embedded.prompt_sets import get_prompt_set  # lazy: the world is optional
-
-        return [
-            Prompt(p.text, tuple(p.phrases) if p.phrases is not None else None, {"labels": getattr(p, "labels", None), "split": split})
-            for p in get_prompt_set(name, split)
-        ]
-
-    factory.__doc__ = f"The embedded world's {name!r} prompts of ``split`` ('train' or 'heldout')."
-    return factory
-
-
-register_prompt_set("embedded_objects")(_embedded("objects"))
-register_prompt_set("embedded_relations")(_embedded("relations"))

@@ -106,7 +106,7 @@ def weight_phrases(prompt: str, weights: dict[str, float]) -> str:
         index = out.find(phrase)
         if not phrase.strip() or index < 0:
             raise ValueError(f"phrase {phrase!r} does not occur in prompt {prompt!r}")
-        out = f"{out[:index]}({phrase}){format_weight(weight)}{out[index + len(phrase):]}"
+        out = f"{out[:index]}({phrase}){format_weight(weight)}{out[index + len(phrase) :]}"
     return out
 
 

@@ -8,8 +8,8 @@ back-propagate the score into the pixels; scores are roughly on a 1-10 scale.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

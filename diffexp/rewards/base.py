@@ -7,9 +7,12 @@ load lazily on first use and stay cached on the instance.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
+
+from diffexp.plugins import load_plugins
 
 
 class Reward(torch.nn.Module):
@@ -25,7 +28,7 @@ class Reward(torch.nn.Module):
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         raise NotImplementedError
 
-    def train(self, mode: bool = True) -> "Reward":
+    def train(self, mode: bool = True) -> Reward:
         """A scorer is never in training mode: a host module's ``.train()`` (Lightning, a user) would
         otherwise switch on dropout in lazily loaded heads (the aesthetic MLPs) and make scores random."""
         return super().train(False)
@@ -77,8 +80,15 @@ def register_reward(name: str):
     return decorate
 
 
+def reward_names() -> list[str]:
+    """Every registered reward, plugins' included."""
+    load_plugins()
+    return sorted(REWARDS)
+
+
 def build_reward(name: str, **kwargs) -> Reward:
     """A registered reward by name, built with ``kwargs``."""
+    load_plugins()
     if name not in REWARDS:
         raise ValueError(f"unknown reward {name!r}; registered: {sorted(REWARDS)}")
     return REWARDS[name](**kwargs)

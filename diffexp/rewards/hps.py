@@ -9,8 +9,8 @@ to 224 like the reference's validation transform, on tensors so AlignProp can di
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

@@ -7,7 +7,7 @@ Images are rounded to uint8, saved by PIL as JPEG at quality 95, and measured in
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -18,9 +18,10 @@ from __future__ import annotations
 import contextlib
 import pickle
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -123,7 +124,9 @@ def explain_missing(spec: WeightsSpec, source: Any, local_files_only: bool) -> I
     except RewardWeightsNotFound:
         raise
     except OSError as err:
-        raise missing_weights(spec, source, f"{type(err).__name__}: {str(err).splitlines()[0]}", local_files_only) from err
+        raise missing_weights(
+            spec, source, f"{type(err).__name__}: {str(err).splitlines()[0]}", local_files_only
+        ) from err
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -9,8 +9,8 @@ BPE) and OpenAI CLIP's normalisation, which is what that processor specifies.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

@@ -7,7 +7,8 @@ here with torch ops: ``interpolate(bicubic, antialias=True)`` approximates PIL's
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

@@ -3,7 +3,8 @@
 Unweighted prompts go through the pipeline's own ``encode_prompt`` (so sampling matches the
 pipeline exactly); prompts with ``(phrase)w`` weights go through the ``compel`` library, which
 implements the weighting rule (w >= 1: z_empty + w * (z - z_empty) on the phrase's tokens;
-w < 1: a blend toward the embedding of the prompt without the phrase).
+w < 1: a blend toward the embedding of the prompt without the phrase). Weights act on the token
+embeddings only: SDXL's pooled embedding is always the plain prompt's.
 """
 
 from __future__ import annotations
@@ -25,16 +26,18 @@ class Conditioning:
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
 
-    def __getitem__(self, index) -> "Conditioning":
+    def __getitem__(self, index) -> Conditioning:
         return Conditioning(self.embeds[index], None if self.pooled is None else self.pooled[index])
 
     @staticmethod
-    def cat(parts: list["Conditioning"]) -> "Conditioning":
+    def cat(parts: list[Conditioning]) -> Conditioning:
         pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
         return Conditioning(torch.cat([p.embeds for p in parts]), pooled)
 
-    def to(self, *args, **kwargs) -> "Conditioning":
-        return Conditioning(self.embeds.to(*args, **kwargs), None if self.pooled is None else self.pooled.to(*args, **kwargs))
+    def to(self, *args, **kwargs) -> Conditioning:
+        return Conditioning(
+            self.embeds.to(*args, **kwargs), None if self.pooled is None else self.pooled.to(*args, **kwargs)
+        )
 
 
 class PromptEncoder:
@@ -56,14 +59,30 @@ class PromptEncoder:
             if self.sdxl:
                 kind = ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED
                 self._compel = [
-                    Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, returned_embeddings_type=kind,
-                           truncate_long_prompts=True, device=self.device),
-                    Compel(tokenizer=pipe.tokenizer_2, text_encoder=pipe.text_encoder_2, returned_embeddings_type=kind,
-                           requires_pooled=True, truncate_long_prompts=True, device=self.device),
+                    Compel(
+                        tokenizer=pipe.tokenizer,
+                        text_encoder=pipe.text_encoder,
+                        returned_embeddings_type=kind,
+                        truncate_long_prompts=True,
+                        device=self.device,
+                    ),
+                    Compel(
+                        tokenizer=pipe.tokenizer_2,
+                        text_encoder=pipe.text_encoder_2,
+                        returned_embeddings_type=kind,
+                        requires_pooled=True,
+                        truncate_long_prompts=True,
+                        device=self.device,
+                    ),
                 ]
             else:
                 self._compel = [
-                    Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, truncate_long_prompts=True, device=self.device)
+                    Compel(
+                        tokenizer=pipe.tokenizer,
+                        text_encoder=pipe.text_encoder,
+                        truncate_long_prompts=True,
+                        device=self.device,
+                    )
                 ]
         return self._compel
 
@@ -83,7 +102,10 @@ class PromptEncoder:
         if not self.sdxl:
             return Conditioning(compels[0](texts))
         embeds_1 = compels[0](texts)
-        embeds_2, pooled = compels[1](texts)
+        embeds_2, _ = compels[1](texts)
+        # compel 2.5 pools the second encoder's states of the unparsed syntax string ("(red)1.3 ..."),
+        # so the weight's digits would move it (compel issue #96): pool the plain prompt instead.
+        pooled = self._encode_plain([plain_text(t) for t in texts]).pooled
         return Conditioning(torch.cat([embeds_1, embeds_2], dim=-1), pooled)
 
     def encode(self, texts: list[str]) -> Conditioning:
@@ -105,7 +127,10 @@ class PromptEncoder:
         """The unconditional branch of CFG, as the pipeline builds it (SDXL: zeros by default)."""
         if self.sdxl:
             _, neg, _, neg_pooled = self.pipe.encode_prompt(
-                prompt=[""], device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=True,
+                prompt=[""],
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=True,
                 negative_prompt=negative_prompt,
             )
             return Conditioning(neg.expand(batch_size, -1, -1), neg_pooled.expand(batch_size, -1))
@@ -117,7 +142,10 @@ class PromptEncoder:
         if not self.sdxl:
             return None
         ids = self.pipe._get_add_time_ids(
-            (height, width), (0, 0), (height, width), dtype=dtype,
+            (height, width),
+            (0, 0),
+            (height, width),
+            dtype=dtype,
             text_encoder_projection_dim=self.pipe.text_encoder_2.config.projection_dim,
         )
         return ids.to(self.device).repeat(batch_size, 1)

@@ -40,15 +40,25 @@ def _alphas_cumprod(scheduler: DDIMScheduler, device: torch.device, dtype: torch
     return cache[key]
 
 
-def _alpha_products(scheduler: DDIMScheduler, timestep: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """alpha_bar at ``timestep`` and at the step it goes to (the final alpha past t = 0), shaped like ``timestep``."""
+def _alpha_products(
+    scheduler: DDIMScheduler, timestep: torch.Tensor, dtype: torch.dtype, stochastic: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha_bar at ``timestep`` and at the step it goes to (the final alpha past t = 0), shaped like ``timestep``.
+
+    With ``set_alpha_to_one`` the final alpha is 1, which makes a stochastic last step's sigma 0 and
+    its log-density undefined; a stochastic step then goes to ``alphas_cumprod[0]``, as
+    ddpo-pytorch's does (it clamps the previous timestep at 0). Deterministic steps keep diffusers'.
+    """
     config = scheduler.config
     alphas_cumprod = _alphas_cumprod(scheduler, timestep.device, dtype)
     prev_timestep = timestep - config.num_train_timesteps // scheduler.num_inference_steps
-    final_alpha = torch.ones((), device=timestep.device, dtype=dtype) if config.set_alpha_to_one else alphas_cumprod[0]
+    one = config.set_alpha_to_one and not stochastic
+    final_alpha = torch.ones((), device=timestep.device, dtype=dtype) if one else alphas_cumprod[0]
     alpha_prod_t = alphas_cumprod.gather(0, timestep.reshape(-1).long()).reshape(timestep.shape)
     alpha_prod_t_prev = torch.where(
-        prev_timestep >= 0, alphas_cumprod.gather(0, prev_timestep.clamp(min=0).reshape(-1).long()).reshape(timestep.shape), final_alpha
+        prev_timestep >= 0,
+        alphas_cumprod.gather(0, prev_timestep.clamp(min=0).reshape(-1).long()).reshape(timestep.shape),
+        final_alpha,
     )
     return alpha_prod_t, alpha_prod_t_prev
 
@@ -62,14 +72,19 @@ def epsilon_logprob_scale(scheduler: DDIMScheduler, timesteps: torch.Tensor, eta
     gradient in noise-prediction units (``train.step_weighting``).
     """
     if scheduler.config.prediction_type != "epsilon":
-        raise ValueError(f"epsilon_logprob_scale needs an epsilon-predicting scheduler, got {scheduler.config.prediction_type!r}")
+        raise ValueError(
+            f"epsilon_logprob_scale needs an epsilon-predicting scheduler, got {scheduler.config.prediction_type!r}"
+        )
     if eta <= 0:
         raise ValueError("a deterministic (eta = 0) step has no log-probability to scale")
     timesteps = torch.as_tensor(timesteps)
     alpha_prod_t, alpha_prod_t_prev = _alpha_products(scheduler, timesteps, torch.float64)
     std_dev_t = eta * ((1 - alpha_prod_t_prev) / (1 - alpha_prod_t) * (1 - alpha_prod_t / alpha_prod_t_prev)) ** 0.5
     # mean = sqrt(a_prev) * (x - sqrt(1 - a_t) eps) / sqrt(a_t) + sqrt(1 - a_prev - std^2) eps
-    d_mean_d_eps = -((alpha_prod_t_prev * (1 - alpha_prod_t) / alpha_prod_t) ** 0.5) + (1 - alpha_prod_t_prev - std_dev_t**2) ** 0.5
+    d_mean_d_eps = (
+        -((alpha_prod_t_prev * (1 - alpha_prod_t) / alpha_prod_t) ** 0.5)
+        + (1 - alpha_prod_t_prev - std_dev_t**2) ** 0.5
+    )
     return (d_mean_d_eps.abs() / std_dev_t).float()
 
 
@@ -96,7 +111,7 @@ def ddim_step_with_logprob(
     model_output, sample = model_output.to(compute), sample.to(compute)
     timestep = torch.as_tensor(timestep, device=sample.device)
 
-    alpha_prod_t, alpha_prod_t_prev = _alpha_products(scheduler, timestep, compute)
+    alpha_prod_t, alpha_prod_t_prev = _alpha_products(scheduler, timestep, compute, stochastic=eta > 0)
     alpha_prod_t = _broadcast(alpha_prod_t, sample)
     alpha_prod_t_prev = _broadcast(alpha_prod_t_prev, sample)
     beta_prod_t = 1 - alpha_prod_t

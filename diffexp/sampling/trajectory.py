@@ -49,7 +49,7 @@ class Trajectory:
     def __len__(self) -> int:
         return len(self.prompts)
 
-    def select(self, index: torch.Tensor | list[int] | slice) -> "Trajectory":
+    def select(self, index: torch.Tensor | list[int] | slice) -> Trajectory:
         """The sub-batch ``index`` (a tensor/list of sample indices, or a slice)."""
         if isinstance(index, slice):
             positions = list(range(len(self)))[index]
@@ -175,7 +175,14 @@ class TrajectorySampler:
         with torch.no_grad():
             cond, uncond, time_ids = self.encode(plan)
             latents = self.pipe.prepare_latents(
-                batch, self.unet.config.in_channels, self.height, self.width, cond.embeds.dtype, self.device, generator, latents
+                batch,
+                self.unet.config.in_channels,
+                self.height,
+                self.width,
+                cond.embeds.dtype,
+                self.device,
+                generator,
+                latents,
             )
         guided_steps = (plan.guidance_scales != 1.0).any(dim=0).tolist()  # on the host: no GPU sync per step
         scales = plan.guidance_scales.to(self.device)
@@ -196,7 +203,9 @@ class TrajectorySampler:
                         noise = checkpoint(self.noise_pred, *args, use_reentrant=False)
                     else:
                         noise = self.noise_pred(*args)
-                    next_latents, log_prob = ddim_step_with_logprob(self.scheduler, noise, t, latents, self.eta, generator)
+                    next_latents, log_prob = ddim_step_with_logprob(
+                        self.scheduler, noise, t, latents, self.eta, generator
+                    )
                     if step_grad and not grad_all[i]:
                         keep = grad_mask[:, i].to(self.device).reshape(-1, *([1] * (latents.ndim - 1)))
                         next_latents = torch.where(keep, next_latents, next_latents.detach())
@@ -226,7 +235,9 @@ class TrajectorySampler:
         )
 
     def _supports_block_checkpointing(self) -> bool:
-        return bool(getattr(self.unet, "_supports_gradient_checkpointing", False)) and hasattr(self.unet, "enable_gradient_checkpointing")
+        return bool(getattr(self.unet, "_supports_gradient_checkpointing", False)) and hasattr(
+            self.unet, "enable_gradient_checkpointing"
+        )
 
     def _grad_mask(self, grad_steps: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if grad_steps is None:
@@ -235,7 +246,10 @@ class TrajectorySampler:
         if mask.ndim == 1:
             mask = mask.unsqueeze(0).expand(batch, -1)
         if mask.shape != (batch, self.num_steps):
-            raise ValueError(f"grad_steps must have shape ({self.num_steps},) or ({batch}, {self.num_steps}), got {tuple(mask.shape)}")
+            raise ValueError(
+                f"grad_steps must have shape ({self.num_steps},) or ({batch}, {self.num_steps}), got "
+                f"{tuple(mask.shape)}"
+            )
         return mask
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -244,7 +258,9 @@ class TrajectorySampler:
         mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
         if mean is not None and std is not None:
             shape = (1, -1, 1, 1)
-            latents = latents * torch.tensor(std).view(shape).to(latents) / vae.config.scaling_factor + torch.tensor(mean).view(shape).to(latents)
+            latents = latents * torch.tensor(std).view(shape).to(latents) / vae.config.scaling_factor + torch.tensor(
+                mean
+            ).view(shape).to(latents)
         else:
             latents = latents / vae.config.scaling_factor
         images = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
@@ -266,5 +282,7 @@ class TrajectorySampler:
         timesteps = traj.timesteps.to(steps.device)[steps]
         scales = traj.guidance_scales.to(steps.device)[rows, steps]
         noise = self.noise_pred(latents, timesteps, traj.cond, traj.uncond, scales, traj.add_time_ids)
-        _, log_prob = ddim_step_with_logprob(self.scheduler, noise, timesteps, latents, self.eta, prev_sample=next_latents)
+        _, log_prob = ddim_step_with_logprob(
+            self.scheduler, noise, timesteps, latents, self.eta, prev_sample=next_latents
+        )
         return log_prob

@@ -43,7 +43,10 @@ def test_truncation_masks_are_suffixes_drawn_once():
         for row in per.int().tolist():  # a contiguous suffix: 0...0 1...1
             k = sum(row)
             assert 1 <= k <= 4 and row == [0] * (5 - k) + [1] * k
-    draws = {tuple(truncation_mask(TruncationConfig(mode="per_sample", k_min=1, k_max=4), 8, 5, g).sum(1).tolist()) for _ in range(5)}
+    draws = {
+        tuple(truncation_mask(TruncationConfig(mode="per_sample", k_min=1, k_max=4), 8, 5, g).sum(1).tolist())
+        for _ in range(5)
+    }
     assert any(len(set(d)) > 1 for d in draws)  # per-sample K really differs between samples
 
 
@@ -70,8 +73,17 @@ def test_gradients_only_through_last_k_steps(mode):
 
 @pytest.mark.slow
 def test_alignprop_run_raises_brightness_and_counts_queries(tmp_path):
-    cfg = load_config(None, {**BASE, "run.output_dir": str(tmp_path), "run.name": "a", "run.num_epochs": 3,
-                             "exploration.strategy": "diffexp", "train.learning_rate": 3e-3})
+    cfg = load_config(
+        None,
+        {
+            **BASE,
+            "run.output_dir": str(tmp_path),
+            "run.name": "a",
+            "run.num_epochs": 3,
+            "exploration.strategy": "diffexp",
+            "train.learning_rate": 3e-3,
+        },
+    )
     module = run(cfg)
     df = pd.read_csv(tmp_path / "a" / "csv" / "metrics.csv")
     assert module.reward_queries == 12 and list(df["reward_queries"]) == [0, 4, 8, 12]  # 0: the base model's evaluation

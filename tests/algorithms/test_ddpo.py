@@ -46,10 +46,23 @@ def test_epoch_accounting_and_logging(tmp_path):
     module = run(config(tmp_path, **{"exploration.strategy": "diffexp"}))
     df = metrics(tmp_path)
     assert module.reward_queries == 8  # 4 samples x 2 epochs, each scored once
-    assert list(df["reward_queries"]) == [0, 4, 8] and list(df["step"]) == [0, 4, 8]  # x-axis = reward queries; 0: the base model
+    assert list(df["reward_queries"]) == [0, 4, 8] and list(df["step"]) == [
+        0,
+        4,
+        8,
+    ]  # x-axis = reward queries; 0: the base model
     train = df[df["epoch"] >= 0]
-    for column in ["reward_mean", "reward_std", "reward_max", "approx_kl", "clipfrac", "diversity",
-                   "first_step_ratio_max_dev", "loss", "grad_norm"]:
+    for column in [
+        "reward_mean",
+        "reward_std",
+        "reward_max",
+        "approx_kl",
+        "clipfrac",
+        "diversity",
+        "first_step_ratio_max_dev",
+        "loss",
+        "grad_norm",
+    ]:
         assert column in df and train[column].notna().all(), column
     assert (train["first_step_ratio_max_dev"] < 1e-5).all()  # exploration is replayed exactly
     assert df["eval_reward_mean"].notna().iloc[0] and df["eval_reward_mean"].notna().iloc[-1]
@@ -89,14 +102,30 @@ def test_ddp_two_cpu_processes(tmp_path):
         "sample": {"num_steps": 3, "batch_size": 2, "num_batches_per_epoch": 1},
         "prompts": {"set": "list", "prompts": ["a cat", "a dog"], "eval_options": {}},
         "reward": {"name": "brightness"},
-        "train": {"batch_size": 1, "gradient_accumulation_steps": 2, "stat_tracking": {"min_count": 2, "buffer_size": 4}},
-        "run": {"num_epochs": 2, "eval_every": 5, "output_dir": str(tmp_path), "name": "ddp", "devices": 2,
-                "accelerator": "cpu", "threads": 1},
+        "train": {
+            "batch_size": 1,
+            "gradient_accumulation_steps": 2,
+            "stat_tracking": {"min_count": 2, "buffer_size": 4},
+        },
+        "run": {
+            "num_epochs": 2,
+            "eval_every": 5,
+            "output_dir": str(tmp_path),
+            "name": "ddp",
+            "devices": 2,
+            "accelerator": "cpu",
+            "threads": 1,
+        },
     }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    result = subprocess.run([sys.executable, "-m", "diffexp", "train", "--config", str(path)],
-                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "diffexp", "train", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     df = metrics(tmp_path, "ddp")
     assert list(df["reward_queries"]) == [0, 4, 8]  # 2 ranks x 2 samples per epoch
@@ -150,15 +179,39 @@ def test_samples_per_prompt_draws_groups_of_one_prompt(tmp_path):
 
 
 def test_batch_arithmetic():
-    c = load_config(None, {"sample.batch_size": 8, "sample.num_batches_per_epoch": 4, "train.batch_size": 4,
-                           "train.gradient_accumulation_steps": 2, "train.num_inner_epochs": 2, "run.devices": 2,
-                           "sample.num_steps": 20, "train.timestep_fraction": 0.5})
-    assert c.batch_arithmetic() == {"samples_per_epoch": 64, "minibatches_per_inner_epoch": 8,
-                                    "optimizer_steps_per_epoch": 8, "train_timesteps_per_sample": 10}
-    early = load_config(None, {"sample.num_steps": 20, "train.timestep_window": [0.0, 0.5], "train.timestep_fraction": 1.0})
-    assert list(early.train.window_steps(20)) == list(range(10)) and early.batch_arithmetic()["train_timesteps_per_sample"] == 10
-    middle = load_config(None, {"sample.num_steps": 10, "train.timestep_window": [0.25, 0.75], "train.timestep_fraction": 0.5})
-    assert list(middle.train.window_steps(10)) == [2, 3, 4, 5, 6, 7] and middle.batch_arithmetic()["train_timesteps_per_sample"] == 3
+    c = load_config(
+        None,
+        {
+            "sample.batch_size": 8,
+            "sample.num_batches_per_epoch": 4,
+            "train.batch_size": 4,
+            "train.gradient_accumulation_steps": 2,
+            "train.num_inner_epochs": 2,
+            "run.devices": 2,
+            "sample.num_steps": 20,
+            "train.timestep_fraction": 0.5,
+        },
+    )
+    assert c.batch_arithmetic() == {
+        "samples_per_epoch": 64,
+        "minibatches_per_inner_epoch": 8,
+        "optimizer_steps_per_epoch": 8,
+        "train_timesteps_per_sample": 10,
+    }
+    early = load_config(
+        None, {"sample.num_steps": 20, "train.timestep_window": [0.0, 0.5], "train.timestep_fraction": 1.0}
+    )
+    assert (
+        list(early.train.window_steps(20)) == list(range(10))
+        and early.batch_arithmetic()["train_timesteps_per_sample"] == 10
+    )
+    middle = load_config(
+        None, {"sample.num_steps": 10, "train.timestep_window": [0.25, 0.75], "train.timestep_fraction": 0.5}
+    )
+    assert (
+        list(middle.train.window_steps(10)) == [2, 3, 4, 5, 6, 7]
+        and middle.batch_arithmetic()["train_timesteps_per_sample"] == 3
+    )
 
 
 def test_batch_arithmetic_printout_names_the_window(capsys):
@@ -170,13 +223,18 @@ def test_batch_arithmetic_printout_names_the_window(capsys):
     assert early.endswith("(drawn from steps 0-9 of 0-19)") and "drawn from" not in whole
 
 
-@pytest.mark.parametrize("window, allowed", [((0.0, 1.0), set(range(8))), ((0.0, 0.5), {0, 1, 2, 3}), ((0.5, 1.0), {4, 5, 6, 7})])
+@pytest.mark.parametrize(
+    "window, allowed", [((0.0, 1.0), set(range(8))), ((0.0, 0.5), {0, 1, 2, 3}), ((0.5, 1.0), {4, 5, 6, 7})]
+)
 def test_update_trains_only_the_window_steps(tmp_path, window, allowed):
     """Each sample trains ``timestep_fraction`` of the window's steps, each at most once, none outside it."""
     from diffexp.algorithms.runner import build_module
 
-    module = build_module(config(tmp_path, **{"sample.num_steps": 8, "train.timestep_window": list(window),
-                                              "train.timestep_fraction": 0.5}))
+    module = build_module(
+        config(
+            tmp_path, **{"sample.num_steps": 8, "train.timestep_window": list(window), "train.timestep_fraction": 0.5}
+        )
+    )
     module.sampler = module.make_sampler()  # what on_fit_start does, without a Trainer
     module.no_sync = contextlib.nullcontext
     module.train_generator.manual_seed(0)
@@ -191,7 +249,7 @@ def test_update_trains_only_the_window_steps(tmp_path, window, allowed):
     module.sampler.step_log_prob = recording
     module.optimizers = lambda: torch.optim.SGD(module.trainable, lr=0.0)
     module.manual_backward = lambda loss: loss.backward()
-    module.update(traj, torch.zeros(len(traj)))
+    module.update(traj, torch.zeros(len(traj)), torch.zeros(len(traj)))
     per_sample = len(allowed) // 2  # timestep_fraction 0.5 of the window
     assert len(trained) == 2 * per_sample  # 2 minibatches of 2 samples, one call per trained step
     rows = torch.cat([torch.stack(trained[m * per_sample : (m + 1) * per_sample], 1) for m in (0, 1)])  # (sample, step)
@@ -218,7 +276,9 @@ def test_first_step_ratio_is_one_with_replay_and_bites_without(sd15, strategy):
     plan = build_strategy({"strategy": strategy, "phrase": {"weight": 1.5}}).plan(prompts, steps, g)
     with torch.no_grad():
         traj = sampler.sample(plan, g)
-        naive = replace(traj, cond=sampler.encoder.encode(plan.prompts), guidance_scales=torch.full_like(traj.guidance_scales, 5.0))
+        naive = replace(
+            traj, cond=sampler.encoder.encode(plan.prompts), guidance_scales=torch.full_like(traj.guidance_scales, 5.0)
+        )
         replayed = torch.stack([sampler.step_log_prob(traj, k) for k in range(steps)], 1)
         unexplored = torch.stack([sampler.step_log_prob(naive, k) for k in range(steps)], 1)
     assert (torch.exp(replayed - traj.log_probs) - 1).abs().max().item() <= 1e-5
@@ -254,7 +314,11 @@ def test_kill_9_and_resume_counts_every_query_once(tmp_path, algorithm):
         "run": {"num_epochs": 20, "eval_every": 100, "output_dir": str(tmp_path), "name": "k", "threads": 1},
     }
     if algorithm == "ddpo":
-        cfg["train"] = {"batch_size": 2, "gradient_accumulation_steps": 1, "stat_tracking": {"min_count": 2, "buffer_size": 4}}
+        cfg["train"] = {
+            "batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "stat_tracking": {"min_count": 2, "buffer_size": 4},
+        }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     command = [sys.executable, "-m", "diffexp", "train", "--config", str(path)]
@@ -274,7 +338,9 @@ def test_kill_9_and_resume_counts_every_query_once(tmp_path, algorithm):
     final = torch.load(ckpt, weights_only=True)["diffexp"]["reward_queries"]
     assert final == 80  # 20 epochs x 4 samples, whatever the kill point
     queries = metrics(tmp_path, "k")["reward_queries"].tolist()
-    assert queries == list(range(0, 81, 4))  # the base model, then each epoch once: rows past the checkpoint were dropped
+    assert queries == list(
+        range(0, 81, 4)
+    )  # the base model, then each epoch once: rows past the checkpoint were dropped
 
 
 @pytest.mark.parametrize("allow", [False, True])
@@ -294,7 +360,11 @@ def test_epsilon_step_weighting_passes_each_steps_inverse_gain_to_the_loss(tmp_p
     from diffexp.algorithms.runner import build_module
     from diffexp.sampling.ddim import epsilon_logprob_scale
 
-    module = build_module(config(tmp_path, **{"sample.num_steps": 8, "train.timestep_window": [0.5, 1.0], "train.step_weighting": "epsilon"}))
+    module = build_module(
+        config(
+            tmp_path, **{"sample.num_steps": 8, "train.timestep_window": [0.5, 1.0], "train.step_weighting": "epsilon"}
+        )
+    )
     module.sampler = module.make_sampler()
     module.no_sync = contextlib.nullcontext
     module.optimizers = lambda: torch.optim.SGD(module.trainable, lr=0.0)
@@ -315,11 +385,11 @@ def test_epsilon_step_weighting_passes_each_steps_inverse_gain_to_the_loss(tmp_p
 
     module.sampler.step_log_prob = recording_replay
     monkeypatch.setattr(ddpo, "ppo_clip_loss", recording_loss)
-    module.update(traj, torch.randn(len(traj)))
+    module.update(traj, torch.zeros(len(traj)), torch.randn(len(traj)))
     assert seen and all(torch.allclose(w, expected[s]) for s, w in seen)
     assert expected[4:].mean().item() == pytest.approx(1.0) and expected.max() / expected.min() > 3  # the gains differ
 
     module.config.train.step_weighting = "none"
     seen.clear()
-    module.update(traj, torch.randn(len(traj)))
+    module.update(traj, torch.zeros(len(traj)), torch.randn(len(traj)))
     assert seen and all(w is None for _, w in seen)

@@ -23,9 +23,20 @@ def write_config(tmp_path, name: str) -> str:
         "exploration": {"strategy": "diffexp"},
         "prompts": {"set": "list", "prompts": ["a cat", "a (red)1.2 dog"], "eval_options": {}},
         "reward": {"name": "brightness"},
-        "train": {"batch_size": 2, "gradient_accumulation_steps": 1, "stat_tracking": {"min_count": 2, "buffer_size": 4}},
-        "run": {"num_epochs": EPOCHS, "eval_every": 100, "output_dir": str(tmp_path), "name": name, "threads": 1,
-                "deterministic": True, "loggers": ["csv"]},
+        "train": {
+            "batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "stat_tracking": {"min_count": 2, "buffer_size": 4},
+        },
+        "run": {
+            "num_epochs": EPOCHS,
+            "eval_every": 100,
+            "output_dir": str(tmp_path),
+            "name": name,
+            "threads": 1,
+            "deterministic": True,
+            "loggers": ["csv"],
+        },
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -43,8 +54,12 @@ def test_sigkill_at_each_phase_then_resume_gives_the_uninterrupted_curve(tmp_pat
     reference = pd.read_csv(tmp_path / "ref" / "csv" / "metrics.csv")
     for phase in ["sampling", "reward", "update", "checkpoint"]:
         config = write_config(tmp_path, phase)
-        killed = subprocess.run([sys.executable, "-m", "tests.algorithms.fault_injection", config, phase, "2"],
-                                capture_output=True, text=True, timeout=600)
+        killed = subprocess.run(
+            [sys.executable, "-m", "tests.algorithms.fault_injection", config, phase, "2"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert killed.returncode == -9, (phase, killed.stderr[-2000:])
         ckpt = tmp_path / phase / "checkpoints" / "last.ckpt"
         assert queries_in(ckpt) == 2 * PER_EPOCH, phase  # the last good checkpoint: end of epoch 2 of 4
@@ -55,10 +70,13 @@ def test_sigkill_at_each_phase_then_resume_gives_the_uninterrupted_curve(tmp_pat
         assert "resuming from" in resumed.stdout
         assert queries_in(ckpt) == EPOCHS * PER_EPOCH
         curve = pd.read_csv(tmp_path / phase / "csv" / "metrics.csv")
-        assert curve["reward_queries"].tolist() == [PER_EPOCH * i for i in range(EPOCHS + 1)], phase  # 0: the base model
+        assert curve["reward_queries"].tolist() == [PER_EPOCH * i for i in range(EPOCHS + 1)], (
+            phase
+        )  # 0: the base model
         for column in ["reward_mean", "loss", "approx_kl"]:
-            pd.testing.assert_series_equal(reference[column], curve[column], check_exact=False, rtol=1e-6, atol=1e-9,
-                                           obj=f"{phase}: {column}")
+            pd.testing.assert_series_equal(
+                reference[column], curve[column], check_exact=False, rtol=1e-6, atol=1e-9, obj=f"{phase}: {column}"
+            )
 
 
 class NaNOnSecondCall(Reward):
@@ -86,15 +104,28 @@ def test_non_finite_reward_stops_the_run_naming_step_and_reward(tmp_path, monkey
 
     monkeypatch.setattr(base, "resolve_reward", lambda config: NaNOnSecondCall())
     overrides = {
-        "algorithm": algorithm, "model.pretrained": "tiny-sd15", "sample.num_steps": 2, "sample.batch_size": 2,
-        "sample.num_batches_per_epoch": 1, "prompts.set": "list", "prompts.prompts": ["a cat"], "prompts.eval_options": {},
-        "reward.name": "brightness", "run.num_epochs": 3, "run.eval_every": 100, "run.loggers": ["csv", "mlflow"],
-        "run.output_dir": str(tmp_path), "run.name": "nan", "run.threads": 1,
+        "algorithm": algorithm,
+        "model.pretrained": "tiny-sd15",
+        "sample.num_steps": 2,
+        "sample.batch_size": 2,
+        "sample.num_batches_per_epoch": 1,
+        "prompts.set": "list",
+        "prompts.prompts": ["a cat"],
+        "prompts.eval_options": {},
+        "reward.name": "brightness",
+        "run.num_epochs": 3,
+        "run.eval_every": 100,
+        "run.loggers": ["csv", "mlflow"],
+        "run.output_dir": str(tmp_path),
+        "run.name": "nan",
+        "run.threads": 1,
         "run.mlflow_tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
         "run.eval_at_start": False,  # the stub counts calls: the first two must be training epochs
     }
     if algorithm == "ddpo":
-        overrides.update({"train.batch_size": 2, "train.gradient_accumulation_steps": 1, "train.stat_tracking.min_count": 1})
+        overrides.update(
+            {"train.batch_size": 2, "train.gradient_accumulation_steps": 1, "train.stat_tracking.min_count": 1}
+        )
     with pytest.raises(NonFiniteError, match=r"epoch 1, .*reward 'brightness'.*non-finite"):
         run(load_config(None, overrides))
     assert queries_in(tmp_path / "nan" / "checkpoints" / "last.ckpt") == 2  # epoch 1's checkpoint survives
@@ -144,6 +175,9 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ddpo, "ppo_clip_loss", loss_goes_nan)
     config = load_config(write_config(tmp_path, "nanloss"), {"run.num_epochs": 3})
-    with pytest.raises(NonFiniteError, match=r"epoch 1, update \(inner epoch 0, minibatch 0, timestep 0\): loss is nan \(reward 'brightness'\)"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"epoch 1, update \(inner epoch 0, minibatch 0, timestep 0\): loss is nan \(reward 'brightness'\)",
+    ):
         run(config)
     assert queries_in(tmp_path / "nanloss" / "checkpoints" / "last.ckpt") == PER_EPOCH

@@ -41,7 +41,9 @@ def test_gradient_is_zero_where_clipping_binds():
     """Positive advantage above 1+eps, or negative advantage below 1-eps: no gradient (the trust region)."""
     clip = 0.1
     old = torch.zeros(4, dtype=torch.float64)
-    log_prob = torch.tensor([math.log(1.5), math.log(0.5), math.log(1.05), math.log(0.5)], dtype=torch.float64, requires_grad=True)
+    log_prob = torch.tensor(
+        [math.log(1.5), math.log(0.5), math.log(1.05), math.log(0.5)], dtype=torch.float64, requires_grad=True
+    )
     adv = torch.tensor([1.0, -1.0, 1.0, 1.0], dtype=torch.float64)
     loss, _ = ppo_clip_loss(log_prob, old, adv, clip, 5.0)
     loss.backward()
@@ -49,7 +51,9 @@ def test_gradient_is_zero_where_clipping_binds():
     assert grad[0] == 0 and grad[1] == 0  # clipped sides
     # unclipped: d/dlp of -A * exp(lp - old) / n
     assert grad[2].item() == pytest.approx(-1.0 * 1.05 / 4)
-    assert grad[3].item() == pytest.approx(-1.0 * 0.5 / 4)  # ratio below 1-eps with A>0 is not clipped (pessimistic bound)
+    assert grad[3].item() == pytest.approx(
+        -1.0 * 0.5 / 4
+    )  # ratio below 1-eps with A>0 is not clipped (pessimistic bound)
 
 
 def test_ratio_one_gives_policy_gradient():

@@ -49,7 +49,9 @@ def test_batch_scale_keeps_prompt_means_but_one_pooled_std():
     pooled = np.sqrt(0.505)
     np.testing.assert_allclose(adv, np.array([-1, 1, -0.1, 0.1]) / pooled, atol=1e-5)
     # per-prompt scaling would have stretched prompt b's 0.2 difference to the same +-1 as a's
-    per_prompt = PerPromptStatTracker(buffer_size=4, min_count=2).update(["a", "a", "b", "b"], np.array([1.0, 3.0, 10.0, 10.2]))
+    per_prompt = PerPromptStatTracker(buffer_size=4, min_count=2).update(
+        ["a", "a", "b", "b"], np.array([1.0, 3.0, 10.0, 10.2])
+    )
     np.testing.assert_allclose(per_prompt, [-1, 1, -1, 1], atol=1e-4)
 
 
@@ -60,3 +62,11 @@ def test_scale_survives_a_state_round_trip_and_is_validated():
     assert clone.scale == "batch"
     with pytest.raises(ValueError, match="scale"):
         PerPromptStatTracker(4, 1, scale="group")
+
+
+def test_global_advantages_use_ddpo_pytorchs_epsilon():
+    """(r - mean) / (std + 1e-8), as ddpo-pytorch and TRL: near-constant rewards keep their spread."""
+    rewards = np.array([1.0, 1.0 + 2e-7])
+    expected = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+    np.testing.assert_allclose(batch_advantages(rewards), expected, rtol=1e-12)
+    assert abs(batch_advantages(rewards)[1]) > 0.9  # with 1e-6 it would be ~0.09

@@ -26,11 +26,11 @@ def test_scores_the_share_of_criteria_met(reward) -> None:
     red_only = _scene(("red", "circle", (16.0, 16.0)))
     images = torch.stack([red_above_blue, red_above_blue, red_only, red_only, red_above_blue])
     prompts = [
-        "a red circle above a blue square",   # both objects and the relation: 3 of 3
-        "a red circle below a blue square",   # both objects, wrong relation: 2 of 3
-        "a red circle above a blue square",   # one object missing (so no relation): 1 of 3
-        "a red circle",                       # a single-object prompt met: 1 of 1
-        "a red star above a blue square",     # wrong shape for the first object: 2 of 3
+        "a red circle above a blue square",  # both objects and the relation: 3 of 3
+        "a red circle below a blue square",  # both objects, wrong relation: 2 of 3
+        "a red circle above a blue square",  # one object missing (so no relation): 1 of 3
+        "a red circle",  # a single-object prompt met: 1 of 1
+        "a red star above a blue square",  # wrong shape for the first object: 2 of 3
     ]
     scores = reward(images, prompts)
     np.testing.assert_allclose(scores.numpy(), [1.0, 2 / 3, 1 / 3, 1.0, 2 / 3], atol=1e-6)

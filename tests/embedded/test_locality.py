@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from diffexp.embedded import architecture
-from diffexp.embedded.training import _token_ids, second_object_locality
+from diffexp.embedded.stage_tools import token_ids
+from diffexp.embedded.training import second_object_locality
 from diffexp.models.tokenizer import clip_tokenizer
 
 
@@ -18,14 +19,14 @@ def _encoder():
 
 
 def _states(encoder, texts, length=12):
-    return encoder(_token_ids(texts, length)).last_hidden_state
+    return encoder(token_ids(texts, length)).last_hidden_state
 
 
 def test_cosine_is_taken_at_the_second_phrase_and_its_own_caption():
     encoder = _encoder()
     composition, alone = "a red circle above a blue square", "a blue square"
     # <start> a red circle above a blue square <end> ...: "blue square" at 6, 7; alone at 2, 3
-    tokens = clip_tokenizer().convert_ids_to_tokens(_token_ids([composition, alone])[:, :9].flatten().tolist())
+    tokens = clip_tokenizer().convert_ids_to_tokens(token_ids([composition, alone])[:, :9].flatten().tolist())
     assert tokens[6:8] == ["blue</w>", "square</w>"] and tokens[9 + 2 : 9 + 4] == ["blue</w>", "square</w>"]
     states = _states(encoder, [composition, alone])
     expected = F.cosine_similarity(states[0, 6:8], states[1, 2:4], dim=-1).mean()
@@ -45,7 +46,9 @@ def test_only_compositions_count_and_articles_and_two_word_relations_are_handled
     second_pair = F.cosine_similarity(states[3, 6:8], plain[0, 2:4], dim=-1)
     expected = torch.cat([first_pair, second_pair]).mean()
     torch.testing.assert_close(second_object_locality(encoder, texts, states, 12), expected)
-    assert math.isnan(second_object_locality(encoder, ["a red circle", ""], _states(encoder, ["a red circle", ""]), 12).item())
+    assert math.isnan(
+        second_object_locality(encoder, ["a red circle", ""], _states(encoder, ["a red circle", ""]), 12).item()
+    )
 
 
 def test_gradient_reaches_only_the_composition_states_of_the_second_phrase():

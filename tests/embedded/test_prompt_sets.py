@@ -7,7 +7,15 @@ import dataclasses
 import pytest
 
 from diffexp.embedded.prompt_sets import PROMPT_SETS, SPLITS, WorldPrompt, get_prompt_set
-from diffexp.embedded.scenes import COLOURS, HELDOUT_OBJECTS, HELDOUT_PAIRS, RELATIONS, SHAPES, is_heldout, parse_caption
+from diffexp.embedded.scenes import (
+    COLOURS,
+    HELDOUT_OBJECTS,
+    HELDOUT_PAIRS,
+    RELATIONS,
+    SHAPES,
+    is_heldout,
+    parse_caption,
+)
 
 
 def test_sizes() -> None:

@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from diffexp.embedded.evaluation import sample_images
-from diffexp.embedded.evaluator import evaluate
+from diffexp.embedded.ground_truth import evaluate
+from diffexp.embedded.measurements import sample_images
 from diffexp.embedded.pipeline import PIPELINE_DIR, load_world_pipeline
 from diffexp.embedded.prompt_sets import get_prompt_set
 from diffexp.embedded.settings import TrainSettings
@@ -35,9 +35,10 @@ def test_single_object_accuracy_on_fixed_seed_sample(world):
 
 
 def test_rewards_load_and_prefer_matching_captions(world):
+    import numpy as np
+
     from diffexp.embedded.rewards import WorldAestheticReward, WorldAlignmentReward
     from diffexp.embedded.scenes import caption, render, sample_spec, to_tensor
-    import numpy as np
 
     rng = np.random.default_rng(0)
     specs = [sample_spec(rng, "single") for _ in range(16)]

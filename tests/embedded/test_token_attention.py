@@ -1,10 +1,16 @@
-"""benchmark/embedded_token_attention.py: token groups, and a recorder that leaves attention unchanged."""
+"""benchmark/probes/embedded_token_attention.py: token groups, and a recorder that leaves attention unchanged."""
 
 import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
 
-from benchmark.embedded_token_attention import GROUPS, RecordingCrossAttention, padded_ids, phrase_span, token_groups
+from benchmark.probes.embedded_token_attention import (
+    GROUPS,
+    RecordingCrossAttention,
+    padded_ids,
+    phrase_span,
+    token_groups,
+)
 from diffexp.models.tokenizer import clip_tokenizer
 
 

@@ -17,8 +17,19 @@ GENERATOR_STAGES = ["vae", "latents", "generator", "generator_finetune", "genera
 
 
 def tiny_settings(work_dir) -> TrainSettings:
-    return TrainSettings(work_dir=str(work_dir), vae_steps=2, vae_batch=4, dataset_size=32, gen_steps=2, gen_batch=4,
-                         finetune_steps=2, refine_steps=3, context_steps=2, checkpoint_every=1, threads=1)
+    return TrainSettings(
+        work_dir=str(work_dir),
+        vae_steps=2,
+        vae_batch=4,
+        dataset_size=32,
+        gen_steps=2,
+        gen_batch=4,
+        finetune_steps=2,
+        refine_steps=3,
+        context_steps=2,
+        checkpoint_every=1,
+        threads=1,
+    )
 
 
 @pytest.mark.slow

@@ -1,16 +1,20 @@
-"""benchmark/ddpo_direction_control.py's weight variants: only the LoRA B matrices change."""
+"""benchmark/probes/ddpo_direction_control.py's weight variants: only the LoRA B matrices change."""
 
 import pytest
 import torch
 
-from benchmark.ddpo_direction_control import lora_variant
+from benchmark.probes.ddpo_direction_control import lora_variant
 
 
 @pytest.fixture
 def trained():
     g = torch.Generator().manual_seed(0)
-    return {"blk.to_q.lora_A.weight": torch.randn(4, 8, generator=g), "blk.to_q.lora_B.weight": torch.randn(8, 4, generator=g),
-            "blk.to_k.lora_A.weight": torch.randn(4, 8, generator=g), "blk.to_k.lora_B.weight": torch.randn(8, 4, generator=g)}
+    return {
+        "blk.to_q.lora_A.weight": torch.randn(4, 8, generator=g),
+        "blk.to_q.lora_B.weight": torch.randn(8, 4, generator=g),
+        "blk.to_k.lora_A.weight": torch.randn(4, 8, generator=g),
+        "blk.to_k.lora_B.weight": torch.randn(8, 4, generator=g),
+    }
 
 
 def test_variants_change_only_lora_b(trained):

@@ -1,9 +1,9 @@
-"""benchmark/ddpo_gradient_snr.py: the batch gradient covers the configured steps only, and the
+"""benchmark/probes/ddpo_gradient_snr.py: the batch gradient covers the configured steps only, and the
 per-module split picks out each LoRA target kind's B matrices."""
 
 import torch
 
-from benchmark.ddpo_gradient_snr import base_module, batch_gradient, lora_groups
+from benchmark.probes.ddpo_gradient_snr import base_module, batch_gradient, lora_groups
 from diffexp.algorithms.config import load_config
 from diffexp.algorithms.runner import build_module
 

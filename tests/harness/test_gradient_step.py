@@ -1,8 +1,8 @@
-"""benchmark/ddpo_gradient_step.py's fit of the reward along the gradient line."""
+"""benchmark/probes/ddpo_gradient_step.py's fit of the reward along the gradient line."""
 
 import pytest
 
-from benchmark.ddpo_gradient_step import line_fit
+from benchmark.probes.ddpo_gradient_step import line_fit
 
 
 def test_line_fit_recovers_slope_and_curvature_of_a_parabola():

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from benchmark.harness.storage import StorageError, open_storage, parse_storage_url, redact
+from diffexp.harness.storage import StorageError, open_storage, parse_storage_url, redact
 
 POSTGRES_URL = os.environ.get("DIFFEXP_TEST_POSTGRES_URL")
 
@@ -94,7 +94,10 @@ def test_unreachable_database_is_a_clear_error(tmp_path):
     assert "secret" not in str(info.value)
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="DIFFEXP_TEST_POSTGRES_URL is not set (start a server: eval \"$(bash benchmark/ci/postgres.sh)\")")
+@pytest.mark.skipif(
+    not POSTGRES_URL,
+    reason='DIFFEXP_TEST_POSTGRES_URL is not set (start a server: eval "$(bash benchmark/ci/postgres.sh)")',
+)
 def test_open_postgres(tmp_path):
     import uuid
 

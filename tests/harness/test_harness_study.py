@@ -7,8 +7,8 @@ import optuna
 import pytest
 import yaml
 
-from benchmark.harness.cli import add_sweep_command, dry_run
-from benchmark.harness.study import StudyError, cell_key, config_hash, describe, load_study, study_from_dict
+from diffexp.harness.cli import add_sweep_command, dry_run
+from diffexp.harness.study import StudyError, cell_key, config_hash, describe, load_study, study_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_GRID = ROOT / "experiments" / "ablations" / "tiny_grid.yaml"
@@ -27,10 +27,17 @@ def test_tiny_grid_cells():
     assert [c.params for c in cells] == [
         {"exploration.strategy": s, "run.seed": n} for s in ("baseline", "cfg") for n in (0, 1)
     ]
-    assert len({c.key for c in cells}) == 4 and all(c.key.startswith(f"{c.params['exploration.strategy']}_") for c in cells)
+    assert len({c.key for c in cells}) == 4 and all(
+        c.key.startswith(f"{c.params['exploration.strategy']}_") for c in cells
+    )
     assert cells[0].key == cell_key(cells[0].params)  # stable: derived from the values only
     configs = [study.build_config(c) for c in cells]
-    assert [(c.exploration.strategy, c.run.seed) for c in configs] == [("baseline", 0), ("baseline", 1), ("cfg", 0), ("cfg", 1)]
+    assert [(c.exploration.strategy, c.run.seed) for c in configs] == [
+        ("baseline", 0),
+        ("baseline", 1),
+        ("cfg", 0),
+        ("cfg", 1),
+    ]
     assert all(c.model.pretrained == "tiny-sd15" and c.sample.num_steps == 2 for c in configs)
     assert len({config_hash(c) for c in configs}) == 4
     tags = describe(configs[2])
@@ -47,22 +54,32 @@ def test_config_hash_ignores_where_a_run_goes():
 
 
 def test_named_axis_with_bases_and_section_merging(tmp_path):
-    (tmp_path / "ddpo.yaml").write_text(yaml.safe_dump({"algorithm": "ddpo", "train": {"learning_rate": 1e-4, "batch_size": 2}}))
-    data = tiny(grid={
-        "algorithm": {
-            "ddpo": {"base": "ddpo.yaml", "overrides": {"train": {"gradient_accumulation_steps": 1}}},
-            "alignprop": {"algorithm": "alignprop", "train.truncation": {"mode": "fixed", "k": 1}},
-        },
-        "run.seed": [3],
-    })
-    data["base"] = {"model": {"pretrained": "tiny-sd15"}, "sample": {"num_steps": 2, "batch_size": 2, "num_batches_per_epoch": 1},
-                    "prompts": {"set": "list", "prompts": ["a cat"], "eval_options": {}}, "reward": {"name": "brightness"}}
+    (tmp_path / "ddpo.yaml").write_text(
+        yaml.safe_dump({"algorithm": "ddpo", "train": {"learning_rate": 1e-4, "batch_size": 2}})
+    )
+    data = tiny(
+        grid={
+            "algorithm": {
+                "ddpo": {"base": "ddpo.yaml", "overrides": {"train": {"gradient_accumulation_steps": 1}}},
+                "alignprop": {"algorithm": "alignprop", "train.truncation": {"mode": "fixed", "k": 1}},
+            },
+            "run.seed": [3],
+        }
+    )
+    data["base"] = {
+        "model": {"pretrained": "tiny-sd15"},
+        "sample": {"num_steps": 2, "batch_size": 2, "num_batches_per_epoch": 1},
+        "prompts": {"set": "list", "prompts": ["a cat"], "eval_options": {}},
+        "reward": {"name": "brightness"},
+    }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     study = load_study(path)
     ddpo, alignprop = study.cells()
     c1 = study.build_config(ddpo)
-    assert c1.algorithm == "ddpo" and c1.train.learning_rate == 1e-4 and c1.train.batch_size == 2  # merged, from the variant's base
+    assert (
+        c1.algorithm == "ddpo" and c1.train.learning_rate == 1e-4 and c1.train.batch_size == 2
+    )  # merged, from the variant's base
     assert c1.train.gradient_accumulation_steps == 1 and c1.run.seed == 3
     c2 = study.build_config(alignprop)
     assert c2.algorithm == "alignprop" and c2.model.pretrained == "tiny-sd15" and c2.train.truncation.k == 1
@@ -73,7 +90,10 @@ def test_named_axis_with_bases_and_section_merging(tmp_path):
     "change, message",
     [
         ({"name": "bad name!"}, "name"),
-        ({"search": {"n_trials": 2, "space": {"run.seed": {"type": "int", "low": 0, "high": 3}}}}, "exactly one of `grid`"),
+        (
+            {"search": {"n_trials": 2, "space": {"run.seed": {"type": "int", "low": 0, "high": 3}}}},
+            "exactly one of `grid`",
+        ),
         ({"grid": {}}, "at least one axis"),
         ({"grid": {"run.seed": []}}, "grid.run.seed: give at least one value"),
         ({"grid": {"prompts.prompts": [["a"], ["b"]]}}, "grid.prompts.prompts: value .* is not a scalar"),
@@ -83,7 +103,10 @@ def test_named_axis_with_bases_and_section_merging(tmp_path):
         ({"base": "missing.yaml"}, "base: run config .*missing.yaml does not exist"),
         ({"objective": {"direction": "up"}}, "objective.direction"),
         ({"colour": "red"}, "colour: Extra inputs are not permitted"),
-        ({"grid": {"algorithm": {"ddpo": {"base": "a.yaml", "extra": 1, "overrides": {}}}}}, "grid.algorithm.ddpo.extra: Extra inputs"),
+        (
+            {"grid": {"algorithm": {"ddpo": {"base": "a.yaml", "extra": 1, "overrides": {}}}}},
+            "grid.algorithm.ddpo.extra: Extra inputs",
+        ),
     ],
 )
 def test_study_errors_name_the_field(change, message):
@@ -94,7 +117,11 @@ def test_study_errors_name_the_field(change, message):
 @pytest.mark.parametrize(
     "grid, message",
     [
-        ({"exploration.strategy": ["baseline", "greedy"]}, r"(?s)trial greedy-\w+ \(exploration.strategy=greedy\).*exploration.strategy: .*unknown exploration strategy"),
+        (
+            {"exploration.strategy": ["baseline", "greedy"]},
+            r"(?s)trial greedy-\w+ \(exploration.strategy=greedy\).*exploration.strategy: .*unknown exploration "
+            r"strategy",
+        ),
         ({"sample.num_stepz": [2]}, "sample.num_stepz: Extra inputs are not permitted"),
         ({"train.batch_size": [3]}, "multiple of train.batch_size"),
         ({"reward.name": ["brightness", "shininess"]}, "reward.name: unknown reward 'shininess'"),
@@ -121,10 +148,18 @@ def test_file_errors(tmp_path):
 
 
 SEARCH = {
-    "sampler": "tpe", "n_trials": 4, "seed": 0, "n_startup_trials": 1,
+    "sampler": "tpe",
+    "n_trials": 4,
+    "seed": 0,
+    "n_startup_trials": 1,
     "space": {
         "exploration.cfg.kind": {"type": "categorical", "choices": ["low_then_base", "linear"]},
-        "exploration.cfg.low": {"type": "float_range", "low": 0.5, "high": 4.0, "when": {"exploration.cfg.kind": "low_then_base"}},
+        "exploration.cfg.low": {
+            "type": "float_range",
+            "low": 0.5,
+            "high": 4.0,
+            "when": {"exploration.cfg.kind": "low_then_base"},
+        },
         "exploration.cfg.start": {"type": "float", "low": 0.0, "high": 3.0, "when": {"exploration.cfg.kind": "linear"}},
         "exploration.phrase.num_phrases": {"type": "int", "low": 1, "high": 3},
     },
@@ -166,12 +201,27 @@ def test_search_suggestions_build_valid_configs():
 @pytest.mark.parametrize(
     "space, message",
     [
-        ({"exploration.cfg.start": {"type": "float", "low": 3.0, "high": 1.0}}, r"search.space.exploration.cfg.start: .*low \(3.0\) must be < high"),
-        ({"exploration.cfg.kind": {"type": "categorical", "choices": []}}, "search.space.exploration.cfg.kind: .*non-empty"),
+        (
+            {"exploration.cfg.start": {"type": "float", "low": 3.0, "high": 1.0}},
+            r"search.space.exploration.cfg.start: .*low \(3.0\) must be < high",
+        ),
+        (
+            {"exploration.cfg.kind": {"type": "categorical", "choices": []}},
+            "search.space.exploration.cfg.kind: .*non-empty",
+        ),
         ({"exploration.cfg.start": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "log scale needs low > 0"),
-        ({"exploration.cfg.start": {"type": "float", "low": 0.0, "high": 1.0, "when": {"later.key": 1}}}, "must be a param listed before"),
-        ({"run.name": {"type": "categorical", "choices": ["a"]}}, "search.space.run.name: run.name is set by the harness"),
-        ({"exploration.cfg.start": {"type": "gaussian", "low": 0.0, "high": 1.0}}, "search.space.exploration.cfg.start.type"),
+        (
+            {"exploration.cfg.start": {"type": "float", "low": 0.0, "high": 1.0, "when": {"later.key": 1}}},
+            "must be a param listed before",
+        ),
+        (
+            {"run.name": {"type": "categorical", "choices": ["a"]}},
+            "search.space.run.name: run.name is set by the harness",
+        ),
+        (
+            {"exploration.cfg.start": {"type": "gaussian", "low": 0.0, "high": 1.0}},
+            "search.space.exploration.cfg.start.type",
+        ),
     ],
 )
 def test_search_errors_name_the_field(space, message):
@@ -219,13 +269,27 @@ def test_sweep_command_parses():
 
     parser = argparse.ArgumentParser(prog="diffexp")
     add_sweep_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sweep", "s.yaml", "--dry-run", "--workers", "3", "--storage", "journal:x", "--tracking-uri", "http://h:5000", "--run-dir", "d"])
+    args = parser.parse_args(
+        [
+            "sweep",
+            "s.yaml",
+            "--dry-run",
+            "--workers",
+            "3",
+            "--storage",
+            "journal:x",
+            "--tracking-uri",
+            "http://h:5000",
+            "--run-dir",
+            "d",
+        ]
+    )
     assert args.dry_run and args.workers == 3 and args.storage == "journal:x" and args.tracking_uri == "http://h:5000"
     assert str(args.run_dir) == "d" and callable(args.func)
 
 
 def test_cli_errors_name_the_field(tmp_path, capsys):
-    from benchmark.harness.cli import sweep_main
+    from diffexp.harness.cli import sweep_main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(tiny(grid={"exploration.strategy": ["greedy"]})))
@@ -248,18 +312,24 @@ def test_diffexp_cli_has_sweep(capsys):
 
 def test_sections_merge_and_plain_fields_replace():
     data = tiny(grid={"run.seed": [0]}, overrides={"reward": {"options": {"a": 1}}})
-    data["base"] = {**data["base"], "reward": {"name": "brightness", "options": {"b": 2}}, "train": {**data["base"]["train"], "learning_rate": 1e-4}}
+    data["base"] = {
+        **data["base"],
+        "reward": {"name": "brightness", "options": {"b": 2}},
+        "train": {**data["base"]["train"], "learning_rate": 1e-4},
+    }
     data["grid"]["algo"] = {"x": {"train": {"max_grad_norm": 0.5}}}
     study = study_from_dict(data, TINY_GRID)
     cell = study.cells()[0]
     assert cell.overrides["reward.options"] == {"a": 1}  # a dict-valued field is replaced
     assert cell.overrides["train.max_grad_norm"] == 0.5 and "train" not in cell.overrides  # a section merges
     config = study.build_config(cell)
-    assert config.reward.options == {"a": 1} and config.train.learning_rate == 1e-4 and config.train.max_grad_norm == 0.5
+    assert (
+        config.reward.options == {"a": 1} and config.train.learning_rate == 1e-4 and config.train.max_grad_norm == 0.5
+    )
 
 
 def test_status_of_a_study_never_run(tmp_path, capsys):
-    from benchmark.harness.cli import sweep_main
+    from diffexp.harness.cli import sweep_main
 
     assert sweep_main([str(TINY_GRID), "--status", "--run-dir", str(tmp_path / "rd")]) == 2
     assert "no study 'tiny_grid'" in capsys.readouterr().err and not (tmp_path / "rd").exists()
@@ -270,7 +340,11 @@ EMBEDDED = ROOT / "experiments" / "ablations" / "embedded_ablation.yaml"
 
 def test_profiles_change_budget_and_seeds_and_keep_their_own_study():
     default, quick, full = (load_study(EMBEDDED, p) for p in (None, "quick", "full"))
-    assert default.name == "embedded_ablation" and quick.name == "embedded_ablation-quick" and full.name == "embedded_ablation-full"
+    assert (
+        default.name == "embedded_ablation"
+        and quick.name == "embedded_ablation-quick"
+        and full.name == "embedded_ablation-full"
+    )
     assert (len(default.cells()), len(quick.cells()), len(full.cells())) == (48, 8, 80)
     assert load_study(EMBEDDED, "default").name == default.name
 
@@ -281,22 +355,31 @@ def test_profiles_change_budget_and_seeds_and_keep_their_own_study():
             out[(c.algorithm, c.reward.name)] = (c.sample.num_steps, c.sample.num_batches_per_epoch, c.run.num_epochs)
         return out
 
-    ddpo_aes, ddpo_ali, ap_aes, ap_ali = (("ddpo", "embedded_aesthetic"), ("ddpo", "embedded_alignment"),
-                                          ("alignprop", "embedded_aesthetic"), ("alignprop", "embedded_alignment"))
+    ddpo_aes, ddpo_ali, ap_aes, ap_ali = (
+        ("ddpo", "embedded_aesthetic"),
+        ("ddpo", "embedded_alignment"),
+        ("alignprop", "embedded_aesthetic"),
+        ("alignprop", "embedded_alignment"),
+    )
     assert budgets(default) == {ddpo_aes: (10, 2, 10), ddpo_ali: (8, 1, 5), ap_aes: (8, 2, 5), ap_ali: (8, 2, 5)}
-    assert budgets(quick) == {k: (v[0], v[1], 1) for k, v in budgets(default).items()}  # variant overrides merge, the rest stays
+    assert budgets(quick) == {
+        k: (v[0], v[1], 1) for k, v in budgets(default).items()
+    }  # variant overrides merge, the rest stays
     assert budgets(full) == {k: (v[0], v[1], 2 * v[2]) for k, v in budgets(default).items()}
     assert {s.params["exploration.strategy"] for s in quick.cells()} == {"baseline", "diffexp"}
     assert quick.profile == "quick" and default.profile is None
 
 
-@pytest.mark.parametrize("profiles, pick, message", [
-    ({"q": {"grid": {"run.seed": [0]}}}, "nope", "no profile 'nope' (known: default, q)"),
-    ({"q": {"grid": {"no.such": [0]}}}, "q", "not axes of the grid"),
-    ({"q": {"grid": {"run.seed": {"a": {}}}}}, "q", "a plain axis takes a list"),
-    ({"q": {"overrides": {"run.output_dir": "x"}}}, "q", "set by the harness"),
-    ({"q": {"workers": 0}}, "q", "profiles.q.workers"),
-])
+@pytest.mark.parametrize(
+    "profiles, pick, message",
+    [
+        ({"q": {"grid": {"run.seed": [0]}}}, "nope", "no profile 'nope' (known: default, q)"),
+        ({"q": {"grid": {"no.such": [0]}}}, "q", "not axes of the grid"),
+        ({"q": {"grid": {"run.seed": {"a": {}}}}}, "q", "a plain axis takes a list"),
+        ({"q": {"overrides": {"run.output_dir": "x"}}}, "q", "set by the harness"),
+        ({"q": {"workers": 0}}, "q", "profiles.q.workers"),
+    ],
+)
 def test_profile_errors_name_the_field(profiles, pick, message):
     with pytest.raises(StudyError, match=message.replace("(", r"\(").replace(")", r"\)")):
         study_from_dict(tiny(profiles=profiles), TINY_GRID, pick)
@@ -307,6 +390,8 @@ def test_search_profile_replaces_budget_and_merges_the_pruner():
     search = study.spec.search
     assert study.name == "embedded_cfg_tpe-quick" and search.n_trials == 10 and search.n_startup_trials == 4
     assert search.pruner.kind == "median" and search.pruner.n_warmup_steps == 32 and search.pruner.n_startup_trials == 3
-    assert set(search.space) == set(load_study(ROOT / "experiments" / "searches" / "embedded_cfg_tpe.yaml").spec.search.space)
+    assert set(search.space) == set(
+        load_study(ROOT / "experiments" / "searches" / "embedded_cfg_tpe.yaml").spec.search.space
+    )
     with pytest.raises(StudyError, match="the study is a grid"):
         study_from_dict(tiny(profiles={"q": {"search": {"n_trials": 2}}}), TINY_GRID, "q")

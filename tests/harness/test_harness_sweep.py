@@ -13,12 +13,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from benchmark.harness.cli import sweep_main
-from benchmark.harness.progress import KEY_ATTR, group_trials
-from benchmark.harness.storage import open_storage
-from benchmark.harness.study import load_study
-from benchmark.harness.tracking import Tracker
-from benchmark.harness.worker import _subprocess_env, resolve_context, run_sweep, setup_study, worker_command
+from diffexp.harness.cli import sweep_main
+from diffexp.harness.progress import KEY_ATTR, group_trials
+from diffexp.harness.storage import open_storage
+from diffexp.harness.study import load_study
+from diffexp.harness.tracking import Tracker
+from diffexp.harness.worker import _subprocess_env, resolve_context, run_sweep, setup_study, worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_GRID = ROOT / "experiments" / "ablations" / "tiny_grid.yaml"
@@ -58,7 +58,9 @@ def assert_every_cell_exactly_once(ctx, epochs: int, per_epoch: int = 2):
     for run in runs:
         tags, key = run.data.tags, run.data.tags["trial_key"]
         assert run.info.status == "FINISHED"
-        assert tags["strategy"] == cells[key].params["exploration.strategy"] and tags["seed"] == str(cells[key].params["run.seed"])
+        assert tags["strategy"] == cells[key].params["exploration.strategy"] and tags["seed"] == str(
+            cells[key].params["run.seed"]
+        )
         assert tags["algorithm"] == "ddpo" and tags["reward"] == "brightness" and tags["prompt_set"] == "list(2)"
         assert len(tags["config_hash"]) == 12 and tags["checkpoint_dir"].endswith(f"trials/{key}/checkpoints")
         assert (Path(tags["checkpoint_dir"]) / "last.ckpt").exists()
@@ -75,7 +77,9 @@ def assert_every_cell_exactly_once(ctx, epochs: int, per_epoch: int = 2):
 def grid_with_workers(tmp_path, capfd, storage=None, workers=4):
     path = study_file(tmp_path, heartbeat_interval=2, grace_period=60)
     ctx = resolve_context(path, tmp_path / "run", storage)
-    argv = [str(path), "--workers", str(workers), "--run-dir", str(tmp_path / "run")] + (["--storage", storage] if storage else [])
+    argv = [str(path), "--workers", str(workers), "--run-dir", str(tmp_path / "run")] + (
+        ["--storage", storage] if storage else []
+    )
     assert sweep_main(argv) == 0  # what `diffexp sweep` runs
     out = capfd.readouterr().out
     ran = {w for w in range(workers) if f" w{w}] trial" in out}
@@ -106,7 +110,10 @@ def test_grid_four_workers_sqlite(tmp_path, capfd):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not POSTGRES_URL, reason="DIFFEXP_TEST_POSTGRES_URL is not set (start a server: eval \"$(bash benchmark/ci/postgres.sh)\")")
+@pytest.mark.skipif(
+    not POSTGRES_URL,
+    reason='DIFFEXP_TEST_POSTGRES_URL is not set (start a server: eval "$(bash benchmark/ci/postgres.sh)")',
+)
 def test_grid_four_workers_postgres(tmp_path, capfd):
     ctx = grid_with_workers(tmp_path, capfd, storage=POSTGRES_URL)
     assert ctx.storage.url.startswith("postgresql")
@@ -116,13 +123,17 @@ def test_grid_four_workers_postgres(tmp_path, capfd):
 def test_worker_killed_mid_trial(tmp_path):
     """SIGKILL a worker after its trial's first checkpoint: the other worker declares the trial
     dead after the grace period, re-runs it from that checkpoint, and every cell completes once."""
-    path = study_file(tmp_path, heartbeat_interval=1, grace_period=15, overrides={"run.num_epochs": 4, "run.eval_every": 4})
+    path = study_file(
+        tmp_path, heartbeat_interval=1, grace_period=15, overrides={"run.num_epochs": 4, "run.eval_every": 4}
+    )
     ctx = resolve_context(path, tmp_path / "run")
     setup_study(ctx)
     logs = [open(tmp_path / f"w{i}.log", "w") for i in range(2)]
     procs = {}
     for i in range(2):
-        p = subprocess.Popen(worker_command(ctx, f"w{i}"), env=_subprocess_env(), stdout=logs[i], stderr=subprocess.STDOUT)
+        p = subprocess.Popen(
+            worker_command(ctx, f"w{i}"), env=_subprocess_env(), stdout=logs[i], stderr=subprocess.STDOUT
+        )
         procs[p.pid] = p
     study = load(ctx)
     victim = None
@@ -157,11 +168,17 @@ def test_worker_killed_mid_trial(tmp_path):
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].user_attrs[KEY_ATTR] == killed.user_attrs[KEY_ATTR] and retries[0].params == killed.params
-    survivor_log = next(log for i, log in enumerate(tmp_path.glob("w*.log")) if f"retry of #{killed.number}" in log.read_text())
+    survivor_log = next(
+        log for i, log in enumerate(tmp_path.glob("w*.log")) if f"retry of #{killed.number}" in log.read_text()
+    )
     text = survivor_log.read_text()
     assert f"trial #{killed.number} {killed.user_attrs[KEY_ATTR]}: no heartbeat for 15s" in text
     if killed.number == victim.number:  # it had a checkpoint: the retry resumed from it
-        assert retries[0].user_attrs["diffexp:resumed_from"].endswith(f"{killed.user_attrs[KEY_ATTR]}/checkpoints/last.ckpt")
+        assert (
+            retries[0]
+            .user_attrs["diffexp:resumed_from"]
+            .endswith(f"{killed.user_attrs[KEY_ATTR]}/checkpoints/last.ckpt")
+        )
         assert "resuming from" in text
 
 
@@ -170,8 +187,8 @@ def test_a_worker_declared_dead_leaves_the_retrys_mlflow_run_alone(tmp_path, mon
     """A live worker whose trial another worker declared dead (a heartbeat stalled on a busy
     database) stops at its next batch without logging into, or failing, the MLflow run its
     retry now owns."""
-    import benchmark.harness.worker as worker_module
-    from benchmark.harness.worker import Worker
+    import diffexp.harness.worker as worker_module
+    from diffexp.harness.worker import Worker
 
     path = study_file(tmp_path, overrides={"run.num_epochs": 3, "run.eval_every": 3})
     ctx = resolve_context(path, tmp_path / "run")
@@ -229,15 +246,25 @@ def test_tpe_search_reports_best_trial(tmp_path, capsys):
 def test_pruning_stops_trials_below_the_median(tmp_path, capsys):
     """Two earlier trials with far better intermediate rewards: the median pruner stops every new
     trial at its first checkpoint (2 reward queries); pruned runs are closed in MLflow."""
-    path = study_file(tmp_path, TINY_SEARCH, search={**yaml.safe_load(TINY_SEARCH.read_text())["search"], "n_trials": 4})
+    path = study_file(
+        tmp_path, TINY_SEARCH, search={**yaml.safe_load(TINY_SEARCH.read_text())["search"], "n_trials": 4}
+    )
     ctx = resolve_context(path, tmp_path / "run")
     study = setup_study(ctx)
-    dists = {"exploration.cfg.kind": optuna.distributions.CategoricalDistribution(["low_then_base", "linear"]),
-             "exploration.guidance_scale": optuna.distributions.FloatDistribution(2.0, 8.0)}
+    dists = {
+        "exploration.cfg.kind": optuna.distributions.CategoricalDistribution(["low_then_base", "linear"]),
+        "exploration.guidance_scale": optuna.distributions.FloatDistribution(2.0, 8.0),
+    }
     for i in range(2):
-        study.add_trial(optuna.trial.create_trial(
-            params={"exploration.cfg.kind": "linear", "exploration.guidance_scale": 5.0}, distributions=dists,
-            value=10.0, intermediate_values={2: 10.0, 4: 10.0, 6: 10.0}, user_attrs={KEY_ATTR: f"earlier{i}"}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"exploration.cfg.kind": "linear", "exploration.guidance_scale": 5.0},
+                distributions=dists,
+                value=10.0,
+                intermediate_values={2: 10.0, 4: 10.0, 6: 10.0},
+                user_attrs={KEY_ATTR: f"earlier{i}"},
+            )
+        )
     assert run_sweep(ctx, workers=1) == 0
     out = capsys.readouterr().out
     new = load(ctx).get_trials()[2:]

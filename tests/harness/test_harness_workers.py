@@ -7,14 +7,19 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from benchmark.harness.progress import IGNORED_ATTR, KEY_ATTR, study_progress
-from benchmark.harness.worker import HEARTBEAT_ATTR, Heartbeat, Worker, resolve_context, setup_study
+from diffexp.harness.progress import IGNORED_ATTR, KEY_ATTR, study_progress
+from diffexp.harness.worker import HEARTBEAT_ATTR, Heartbeat, Worker, resolve_context, setup_study
 
 TINY_GRID = Path(__file__).resolve().parents[2] / "experiments" / "ablations" / "tiny_grid.yaml"
 SEARCH = {
-    "sampler": "tpe", "n_trials": 4, "seed": 0, "n_startup_trials": 1,
-    "space": {"exploration.cfg.low": {"type": "float_range", "low": 0.5, "high": 4.0},
-              "exploration.phrase.num_phrases": {"type": "int", "low": 1, "high": 3}},
+    "sampler": "tpe",
+    "n_trials": 4,
+    "seed": 0,
+    "n_startup_trials": 1,
+    "space": {
+        "exploration.cfg.low": {"type": "float_range", "low": 0.5, "high": 4.0},
+        "exploration.phrase.num_phrases": {"type": "int", "low": 1, "high": 3},
+    },
 }
 
 
@@ -68,7 +73,10 @@ def test_claimed_duplicate_is_closed_when_a_lower_trial_runs(ctx):
     w = Worker(ctx, "w")
     # both copies got claimed (the race step 3 of the docstring guards against)
     assert w.storage.set_trial_state_values(study.trials[0]._trial_id, TrialState.RUNNING)
-    assert w._duplicate_reason(study.trials[4]._trial_id, 4, first.key) == f"duplicate: {first.key} is being run by trial #0"
+    assert (
+        w._duplicate_reason(study.trials[4]._trial_id, 4, first.key)
+        == f"duplicate: {first.key} is being run by trial #0"
+    )
     assert w._duplicate_reason(study.trials[0]._trial_id, 0, first.key) is None
 
 
@@ -164,7 +172,7 @@ def test_a_finished_result_is_not_retrained(tmp_path, monkeypatch):
     import json
 
     import diffexp.algorithms.runner as runner
-    from benchmark.harness.study import config_hash
+    from diffexp.harness.study import config_hash
 
     monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("retrained"))
     ctx = context(tmp_path)
@@ -172,7 +180,9 @@ def test_a_finished_result_is_not_retrained(tmp_path, monkeypatch):
     cell = ctx.study.cells()[0]
     trial_dir = ctx.run_dir / "trials" / cell.key
     trial_dir.mkdir(parents=True)
-    (trial_dir / "result.json").write_text(json.dumps({"value": 0.25, "config_hash": config_hash(ctx.study.build_config(cell))}))
+    (trial_dir / "result.json").write_text(
+        json.dumps({"value": 0.25, "config_hash": config_hash(ctx.study.build_config(cell))})
+    )
     Worker(ctx, "w").run(max_trials=1)
     assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].value == 0.25
 
@@ -180,7 +190,7 @@ def test_a_finished_result_is_not_retrained(tmp_path, monkeypatch):
 def test_simultaneous_mlflow_runs_of_one_cell_collapse_to_the_earliest(tmp_path, monkeypatch):
     """A worker declared dead may start its MLflow run at the same moment as the retry: both look,
     find none and create one; the later one is deleted and both log into the earliest."""
-    from benchmark.harness.tracking import Tracker
+    from diffexp.harness.tracking import Tracker
 
     ctx = context(tmp_path)
     tracker = Tracker(ctx.tracking_uri, ctx.study.name, ctx.run_dir)
@@ -204,8 +214,8 @@ def test_simultaneous_mlflow_runs_of_one_cell_collapse_to_the_earliest(tmp_path,
 def test_finished_cells_of_a_changed_config_are_refused(tmp_path):
     """A finished cell whose run config hashes differently now (a base config, a default or the
     shipped embedded weights changed) stops the sweep with an error naming the cell."""
-    from benchmark.harness.study import StudyError, describe
-    from benchmark.harness.worker import trial_config
+    from diffexp.harness.study import StudyError, describe
+    from diffexp.harness.worker import trial_config
 
     ctx = context(tmp_path)
     study = setup_study(ctx, log=lambda *_: None)
@@ -225,13 +235,18 @@ def test_finished_cells_of_a_changed_config_are_refused(tmp_path):
 
 def test_config_hash_follows_the_shipped_embedded_weights(monkeypatch):
     import diffexp.embedded as world
-    from benchmark.harness.study import config_hash
     from diffexp.algorithms.config import load_config
+    from diffexp.harness.study import config_hash
+    from diffexp.plugins import FINGERPRINTS, load_plugins
 
     embedded = load_config(None, {"model.pretrained": "embedded"})
     twin = load_config(None, {"model.pretrained": "tiny-sd15", "reward.name": "brightness"})
     before = config_hash(embedded), config_hash(twin)
-    monkeypatch.setattr(world, "weights_fingerprint", lambda: "retrained000")
+    load_plugins()
+    shipped = [name for name, f in FINGERPRINTS.items() if f is world.weights_fingerprint]
+    assert {"embedded", "embedded_alignment", "embedded_aesthetic"} <= set(shipped)  # the world registered them
+    for name in shipped:  # as if the world's weights were retrained
+        monkeypatch.setitem(FINGERPRINTS, name, lambda: "retrained000")
     assert config_hash(embedded) != before[0]
     assert config_hash(twin) == before[1]  # runs that do not use the embedded world keep their hash
 
@@ -251,7 +266,7 @@ def test_concurrent_claims_take_distinct_trials(tmp_path):
         pool = [Worker(ctx, f"w{i}") for i in range(workers)]
         barrier, claimed = threading.Barrier(workers), [None] * workers
 
-        def claim(i):
+        def claim(i, barrier=barrier, claimed=claimed, pool=pool):
             barrier.wait()
             claimed[i] = pool[i].claim_waiting()
 

@@ -11,9 +11,19 @@ import diffexp
 from diffexp.prompts import sets
 from diffexp.prompts.sets import PROMPT_SETS, drawbench, from_file, get_prompts
 
-DRAWBENCH_COUNTS = {"Colors": 25, "Conflicting": 10, "Counting": 19, "DALL-E": 20, "Descriptions": 20,
-                    "Gary Marcus et al.": 10, "Misspellings": 10, "Positional": 20, "Rare Words": 7, "Reddit": 38,
-                    "Text": 21}
+DRAWBENCH_COUNTS = {
+    "Colors": 25,
+    "Conflicting": 10,
+    "Counting": 19,
+    "DALL-E": 20,
+    "Descriptions": 20,
+    "Gary Marcus et al.": 10,
+    "Misspellings": 10,
+    "Positional": 20,
+    "Rare Words": 7,
+    "Reddit": 38,
+    "Text": 21,
+}
 
 
 def test_simple_animals():
@@ -27,11 +37,18 @@ def test_nouns_activities():
     assert len(prompts) == 135 == len({p.text for p in prompts})
     assert "a monkey washing the dishes" in {p.text for p in prompts}
     assert {p.text for p in prompts if p.text.startswith("an ")} == {
-        "an ant washing the dishes", "an ant riding a bike", "an ant playing chess"}
+        "an ant washing the dishes",
+        "an ant riding a bike",
+        "an ant playing chess",
+    }
     for prompt in prompts:
         animal, activity = prompt.phrases
         assert animal in prompt.text and prompt.text.endswith(activity)
-    assert Counter(p.phrases[1] for p in prompts) == {"washing the dishes": 45, "riding a bike": 45, "playing chess": 45}
+    assert Counter(p.phrases[1] for p in prompts) == {
+        "washing the dishes": 45,
+        "riding a bike": 45,
+        "playing chess": 45,
+    }
 
 
 def test_drawbench_counts_and_filter():
@@ -72,8 +89,9 @@ def test_from_file_errors(tmp_path):
 def test_registry():
     with pytest.raises(ValueError, match="known sets: .*drawbench.*simple_animals"):
         get_prompts("animals")
-    assert {"simple_animals", "nouns_activities", "drawbench", "file", "embedded_objects",
-            "embedded_relations"} <= set(PROMPT_SETS)
+    assert {"simple_animals", "nouns_activities", "drawbench", "file", "embedded_objects", "embedded_relations"} <= set(
+        PROMPT_SETS
+    )
 
 
 def test_embedded_world_sets():

@@ -24,8 +24,11 @@ import yaml
 
 XSS = "<script>alert(1)</script>"
 #: (algorithm, reward, prompt set) of each synthetic cell
-CELLS = [("ddpo", "embedded_aesthetic", "embedded_objects"), ("ddpo", "embedded_alignment", "embedded_relations"),
-         ("alignprop", "embedded_aesthetic", "embedded_objects")]
+CELLS = [
+    ("ddpo", "embedded_aesthetic", "embedded_objects"),
+    ("ddpo", "embedded_alignment", "embedded_relations"),
+    ("alignprop", "embedded_aesthetic", "embedded_objects"),
+]
 ALGORITHMS = ["ddpo", "alignprop"]
 STRATEGIES = ["baseline", "cfg", "phrase", "diffexp"]
 SEEDS = [0, 1, 2]
@@ -66,9 +69,13 @@ def _metrics(cell, strategy: str, seed: int) -> dict[str, list[tuple[int, float]
     s = np.asarray(STEPS, dtype=float)
     keep = 400.0 if strategy != "baseline" else 150.0
     out = {
-        "reward_mean": train, "reward_std": 0.1 + 0.0 * s, "reward_max": train + 0.2,
-        "diversity": 0.1 + 0.4 * np.exp(-s / keep) + 0.01 * seed, "loss": 0.5 * np.exp(-s / 200),
-        "cfg_scale_mean": 5.0 + (1.0 if strategy in ("cfg", "diffexp") else 0.0) + 0.0 * s, "reward_queries": s,
+        "reward_mean": train,
+        "reward_std": 0.1 + 0.0 * s,
+        "reward_max": train + 0.2,
+        "diversity": 0.1 + 0.4 * np.exp(-s / keep) + 0.01 * seed,
+        "loss": 0.5 * np.exp(-s / 200),
+        "cfg_scale_mean": 5.0 + (1.0 if strategy in ("cfg", "diffexp") else 0.0) + 0.0 * s,
+        "reward_queries": s,
     }
     if algorithm == "ddpo":
         out["approx_kl"] = 1e-4 + 0.0 * s
@@ -79,10 +86,14 @@ def _metrics(cell, strategy: str, seed: int) -> dict[str, list[tuple[int, float]
     hacking = strategy == "baseline"
     other = "embedded_alignment" if reward == "embedded_aesthetic" else "embedded_aesthetic"
     series["eval_reward_mean"] = list(zip(EVAL_STEPS, held.tolist()))
-    series["eval_gt_accuracy"] = list(zip(EVAL_STEPS, (0.3 + (0.25 * np.sin(np.pi * e / e[-1]) if hacking else 0.35 * e / e[-1])).tolist()))
+    series["eval_gt_accuracy"] = list(
+        zip(EVAL_STEPS, (0.3 + (0.25 * np.sin(np.pi * e / e[-1]) if hacking else 0.35 * e / e[-1])).tolist())
+    )
     series["eval_gt_aesthetic"] = list(zip(EVAL_STEPS, (6.0 + 2 * (held - held[0])).tolist()))
     series[f"eval_score_{other}"] = list(zip(EVAL_STEPS, (20.0 - 3 * (held - held[0])).tolist()))
-    series[f"eval_score_{reward}"] = series["eval_reward_mean"]  # as a run with both in run.eval_rewards would not log: must be ignored
+    series[f"eval_score_{reward}"] = series[
+        "eval_reward_mean"
+    ]  # as a run with both in run.eval_rewards would not log: must be ignored
     series["eval_diversity"] = [(int(t), 0.3 - 0.1 * t / e[-1]) for t in e]
     series["eval_vendi"] = [(int(t), 1.5 - 0.2 * t / e[-1]) for t in e]
     return series
@@ -96,9 +107,14 @@ def _eval_files(folder, strategy: str, step: int) -> list:
     from diffexp.visualize import captioned_grid
 
     rng = np.random.default_rng(step)
-    colour = {"baseline": (120, 120, 120), "cfg": (31, 119, 180), "phrase": (255, 127, 14), "diffexp": (214, 39, 40)}[strategy]
+    colour = {"baseline": (120, 120, 120), "cfg": (31, 119, 180), "phrase": (255, 127, 14), "diffexp": (214, 39, 40)}[
+        strategy
+    ]
     colour = (90, 160, 90) if step == 0 else colour  # the base model's samples look alike in every run
-    images = [Image.fromarray(np.clip(np.array(colour) + rng.normal(0, 25, (TILE, TILE, 3)), 0, 255).astype(np.uint8)) for _ in EVAL_PROMPTS]
+    images = [
+        Image.fromarray(np.clip(np.array(colour) + rng.normal(0, 25, (TILE, TILE, 3)), 0, 255).astype(np.uint8))
+        for _ in EVAL_PROMPTS
+    ]
     captions = [f"{p} | r={0.1 * i:.2f}" for i, p in enumerate(EVAL_PROMPTS)]
     folder.mkdir(parents=True, exist_ok=True)
     captioned_grid(images, captions, ncols=4, cell=96).save(folder / grid_name(step))
@@ -116,8 +132,11 @@ def _log(client, run_id: str, series: dict, params: dict | None = None, tags: di
     metrics = [Metric(k, v, 1_700_000_000_000 + step, step) for k, pts in series.items() for step, v in pts]
     for i in range(0, len(metrics), 900):  # log_batch accepts at most 1000 metrics
         client.log_batch(run_id, metrics=metrics[i : i + 900])
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in (params or {}).items()],
-                     tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    client.log_batch(
+        run_id,
+        params=[Param(k, str(v)) for k, v in (params or {}).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -136,17 +155,40 @@ def mlflow_study(tmp_path_factory):
         algorithm, reward, prompt_set = cell
         for strategy in STRATEGIES:
             for seed in SEEDS:
-                name = f"{algorithm}-{reward}-{strategy}-s{seed}" + (f" {XSS}" if (cell, strategy, seed) == (CELLS[0], "baseline", 0) else "")
+                name = f"{algorithm}-{reward}-{strategy}-s{seed}" + (
+                    f" {XSS}" if (cell, strategy, seed) == (CELLS[0], "baseline", 0) else ""
+                )
                 run = client.create_run(exp, run_name=name)
                 run_id = run.info.run_id
-                config = {"algorithm": algorithm, "exploration": {"strategy": strategy}, "run": {"seed": seed, "name": name,
-                          "output_dir": str(work / "trials")}, "prompts": {"set": "list", "prompts": PROMPTS}, "reward": {"name": reward}}
-                _log(client, run_id, _metrics(cell, strategy, seed),
-                     params={"algorithm": algorithm, "exploration.strategy": strategy, "run.seed": seed,
-                             "prompts.prompts": PROMPTS, "train.learning_rate": 3e-4},
-                     tags={"algorithm": algorithm, "strategy": strategy, "seed": seed, "reward": reward,
-                           "prompt_set": prompt_set, "config_hash": f"{abs(hash(name)) % 10**8:08d}",
-                           "checkpoint_dir": str(work / name / "checkpoints"), "mlflow.source.git.commit": "0123456789abcdef"})
+                config = {
+                    "algorithm": algorithm,
+                    "exploration": {"strategy": strategy},
+                    "run": {"seed": seed, "name": name, "output_dir": str(work / "trials")},
+                    "prompts": {"set": "list", "prompts": PROMPTS},
+                    "reward": {"name": reward},
+                }
+                _log(
+                    client,
+                    run_id,
+                    _metrics(cell, strategy, seed),
+                    params={
+                        "algorithm": algorithm,
+                        "exploration.strategy": strategy,
+                        "run.seed": seed,
+                        "prompts.prompts": PROMPTS,
+                        "train.learning_rate": 3e-4,
+                    },
+                    tags={
+                        "algorithm": algorithm,
+                        "strategy": strategy,
+                        "seed": seed,
+                        "reward": reward,
+                        "prompt_set": prompt_set,
+                        "config_hash": f"{abs(hash(name)) % 10**8:08d}",
+                        "checkpoint_dir": str(work / name / "checkpoints"),
+                        "mlflow.source.git.commit": "0123456789abcdef",
+                    },
+                )
                 (work / run_id).mkdir()
                 (work / run_id / "config.yaml").write_text(yaml.safe_dump(config))
                 client.log_artifact(run_id, str(work / run_id / "config.yaml"))
@@ -156,14 +198,24 @@ def mlflow_study(tmp_path_factory):
                             client.log_artifact(run_id, str(path), artifact_path="eval_images")
                 client.set_terminated(run_id)
     failed = client.create_run(exp, run_name="ddpo-diffexp-crashed")
-    _log(client, failed.info.run_id, {"reward_mean": [(32, 0.9)]}, tags={"algorithm": "ddpo", "strategy": "diffexp", "seed": 9})
+    _log(
+        client,
+        failed.info.run_id,
+        {"reward_mean": [(32, 0.9)]},
+        tags={"algorithm": "ddpo", "strategy": "diffexp", "seed": 9},
+    )
     client.set_terminated(failed.info.run_id, status="FAILED")
 
     hand = client.create_experiment("hand", artifact_location=(root / "artifacts-hand").as_uri())
     for (strategy, seed), values in HAND_CURVES.items():
         run = client.create_run(hand, run_name=f"hand-{strategy}-{seed}")
-        _log(client, run.info.run_id, {"reward_mean": list(zip(HAND_STEPS, values))},
-             params={"run.seed": seed}, tags={"algorithm": "ddpo", "strategy": strategy})
+        _log(
+            client,
+            run.info.run_id,
+            {"reward_mean": list(zip(HAND_STEPS, values))},
+            params={"run.seed": seed},
+            tags={"algorithm": "ddpo", "strategy": strategy},
+        )
         client.set_terminated(run.info.run_id)
 
     bare = client.create_experiment("bare", artifact_location=(root / "artifacts-bare").as_uri())
@@ -183,7 +235,7 @@ def hand_curves():
 @pytest.fixture(scope="session")
 def study_report(mlflow_study, tmp_path_factory):
     """The report of the ``study`` experiment, built once (fewer bootstrap resamples: speed)."""
-    from benchmark.reporting.report import build_report
+    from diffexp.reporting.report import build_report
 
     out = tmp_path_factory.mktemp("report") / "study"
     return build_report(mlflow_study["root"], out=out, experiments=["study"], reps=500, seed=0)

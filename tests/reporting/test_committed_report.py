@@ -10,13 +10,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.ablation import README, README_END, README_START
-from benchmark.reporting.figures import svg_panels
+from diffexp.ablation import README, README_END, README_START
+from diffexp.reporting.figures import svg_panels
 from tests.reporting.test_reporting_report import MACHINE_PATH, page_text
 
 REPORT = Path(__file__).resolve().parents[2] / "reports" / "embedded"
-CELLS = {("ddpo", "embedded_aesthetic · embedded_objects"), ("ddpo", "embedded_alignment · embedded_relations"),
-         ("alignprop", "embedded_aesthetic · embedded_objects"), ("alignprop", "embedded_alignment · embedded_relations")}
+CELLS = {
+    ("ddpo", "embedded_aesthetic · embedded_objects"),
+    ("ddpo", "embedded_alignment · embedded_relations"),
+    ("alignprop", "embedded_aesthetic · embedded_objects"),
+    ("alignprop", "embedded_alignment · embedded_relations"),
+}
 STRATEGIES = ("baseline", "cfg", "phrase", "diffexp")
 
 pytestmark = pytest.mark.skipif(not (REPORT / "index.html").is_file(), reason="no committed report")
@@ -25,7 +29,8 @@ pytestmark = pytest.mark.skipif(not (REPORT / "index.html").is_file(), reason="n
 def test_verdict_covers_the_papers_four_cells_and_every_arm():
     verdict = pd.read_csv(REPORT / "tables" / "verdict.csv")
     assert sorted(zip(verdict["algorithm"], verdict["task"], verdict["strategy"])) == sorted(
-        (a, t, s) for a, t in CELLS for s in STRATEGIES)
+        (a, t, s) for a, t in CELLS for s in STRATEGIES
+    )
     assert (verdict["n_runs"] >= 3).all() and verdict["verdict"].str.len().gt(20).all()
 
 
@@ -57,6 +62,6 @@ def test_no_machine_paths():
 
 def test_readme_quotes_the_verdict():
     text = README.read_text()
-    quoted = text[text.index(README_START) + len(README_START): text.index(README_END)].strip()
+    quoted = text[text.index(README_START) + len(README_START) : text.index(README_END)].strip()
     assert quoted == (REPORT / "verdict.md").read_text().strip()
     assert "reports/embedded/index.html" in text

@@ -26,8 +26,18 @@ import numpy as np
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--remote-debugging-pipe"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--remote-debugging-pipe",
+]
 TIMEOUT = 120.0  # seconds per protocol reply: generous, CI machines can be busy
 
 
@@ -44,9 +54,14 @@ class DevTools:
             os.dup2(high_r, 3)  # dup2'd descriptors are inheritable; Python's own are not (PEP 446)
             os.dup2(high_w, 4)
 
-        self.proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_fds, close_fds=False)
+        self.proc = subprocess.Popen(
+            [exe, *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_fds,
+            close_fds=False,
+        )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buffer, self._next_id, self.events = b"", 0, []
@@ -112,7 +127,8 @@ PAGE_CHECK = """JSON.stringify({
   scripts: document.scripts.length,
   text: document.body.innerText,
   height: document.documentElement.scrollHeight,
-  verdict: Array.from(document.querySelectorAll("table.verdict tbody tr")).map(r => Array.from(r.cells).map(c => c.innerText)),
+  verdict: Array.from(document.querySelectorAll("table.verdict")).flatMap(t => Array.from(t.tBodies[0].rows)
+    .map(r => [t.previousElementSibling.innerText, ...Array.from(r.cells).map(c => c.innerText)])),
   figures: Array.from(document.querySelectorAll("#figures figure")).map(f => ({id: f.id, panels: +f.dataset.panels,
     empty: +f.dataset.emptyPanels, minPoints: +f.dataset.minPoints,
     shown: f.querySelector("img").getBoundingClientRect().width}))
@@ -127,10 +143,18 @@ def browse(html_path, user_data_dir, width: int = 1280, height: int = 2000) -> d
         session = tools.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Runtime", "Log", "Page"):
             tools.send(f"{domain}.enable", session=session)
-        tools.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session)
+        tools.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            session,
+        )
         tools.send("Page.navigate", {"url": html_path.resolve().as_uri()}, session)
         tools.wait_for("Page.loadEventFired")
-        facts = json.loads(tools.send("Runtime.evaluate", {"expression": PAGE_CHECK, "returnByValue": True}, session)["result"]["value"])
+        facts = json.loads(
+            tools.send("Runtime.evaluate", {"expression": PAGE_CHECK, "returnByValue": True}, session)["result"][
+                "value"
+            ]
+        )
         png = base64.b64decode(tools.send("Page.captureScreenshot", {"format": "png"}, session)["data"])
         problems = []
         for e in tools.events:
@@ -181,15 +205,26 @@ def test_every_image_decodes_and_no_script_runs(rendered):
 
 def test_rendered_verdict_lists_every_cell_and_arm(rendered):
     rows = rendered["facts"]["verdict"]
-    cells = ["DDPO · aesthetic on single objects", "DDPO · alignment on compositions", "AlignProp · aesthetic on single objects"]
-    assert [(r[0], r[1]) for r in rows] == [(c, s) for c in cells for s in ("Baseline", "CFG only", "Phrase only", "DiffExp")]
+    cells = [
+        "DDPO · aesthetic on single objects",
+        "DDPO · alignment on compositions",
+        "AlignProp · aesthetic on single objects",
+    ]
+    assert [(r[0], r[1]) for r in rows] == [
+        (c, s) for c in cells for s in ("Baseline", "CFG only", "Phrase only", "DiffExp")
+    ]
     assert all(r[-1] for r in rows)  # every row has its sentence
     assert sum("no comparison is possible" in r[-1] for r in rows) == 3  # DDPO x alignment's arms
 
 
 def test_rendered_figures_have_no_empty_panel_and_six_point_curves(rendered):
     figures = {f["id"]: f for f in rendered["facts"]["figures"]}
-    assert set(figures) == {"figure-heldout_reward", "figure-ground_truth", "figure-diversity", "figure-training_reward"}
+    assert set(figures) == {
+        "figure-heldout_reward",
+        "figure-ground_truth",
+        "figure-diversity",
+        "figure-training_reward",
+    }
     for f in figures.values():
         assert f["panels"] >= 3 and f["empty"] == 0 and f["minPoints"] >= 2 and f["shown"] > 300, f
     assert figures["figure-heldout_reward"]["panels"] == 3 and figures["figure-heldout_reward"]["minPoints"] >= 6
@@ -220,7 +255,9 @@ def test_committed_report_renders_the_papers_grid(rendered_committed):
     assert rendered_committed["problems"] == [] and facts["broken"] == 0 and facts["scripts"] == 0
     cells = {(r[0], r[1]) for r in facts["verdict"]}
     algorithms, tasks = ("DDPO", "AlignProp"), ("aesthetic on single objects", "alignment on compositions")
-    assert cells == {(f"{a} · {t}", s) for a in algorithms for t in tasks for s in ("Baseline", "CFG only", "Phrase only", "DiffExp")}
+    assert cells == {
+        (f"{a} · {t}", s) for a in algorithms for t in tasks for s in ("Baseline", "CFG only", "Phrase only", "DiffExp")
+    }
     figures = {f["id"]: f for f in facts["figures"]}
     assert figures["figure-heldout_reward"]["panels"] == 4 and figures["figure-heldout_reward"]["minPoints"] >= 6
     assert all(f["empty"] == 0 and f["minPoints"] >= 2 for f in figures.values())

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.reporting.load import ID_COLUMNS, load_study, resolve_source
+from diffexp.reporting.load import ID_COLUMNS, load_results, resolve_source
 
 
 @pytest.fixture(scope="module")
 def study(mlflow_study):
-    return load_study(mlflow_study["root"], experiments=["study"])
+    return load_results(mlflow_study["root"], experiments=["study"])
 
 
 def test_runs_and_identity_columns(study):
@@ -28,8 +28,13 @@ def test_long_metric_table(study):
     assert list(m.columns) == ID_COLUMNS + ["metric", "step", "value"]
     assert "reward_queries" not in set(m["metric"])  # bookkeeping, it is the x-axis already
     assert {"reward_mean", "diversity", "eval_reward_mean", "eval_gt_accuracy", "approx_kl"} <= set(m["metric"])
-    one = m[(m["metric"] == "reward_mean") & (m["algorithm"] == "ddpo") & (m["strategy"] == "diffexp") & (m["seed"] == "1")
-            & (m["reward"] == "embedded_aesthetic")]
+    one = m[
+        (m["metric"] == "reward_mean")
+        & (m["algorithm"] == "ddpo")
+        & (m["strategy"] == "diffexp")
+        & (m["seed"] == "1")
+        & (m["reward"] == "embedded_aesthetic")
+    ]
     assert one["step"].tolist() == [32 * k for k in range(1, 11)]
 
 
@@ -43,7 +48,7 @@ def test_artifacts(study):
 
 
 def test_missing_tags_fall_back(mlflow_study):
-    bare = load_study(mlflow_study["root"], experiments=["bare"])
+    bare = load_results(mlflow_study["root"], experiments=["bare"])
     assert list(bare.runs["algorithm"]) == ["unknown", "unknown"]
     assert sorted(bare.runs["seed"]) == ["0", "1"]  # run index within the group
     assert len(bare.metrics) == 6
@@ -56,8 +61,8 @@ def test_resolve_source(mlflow_study, tmp_path):
     # a run directory: the store is its parent's, the experiment/run named after it
     uri, _, run_filter, _ = resolve_source(root / "hand")
     assert uri.endswith("mlflow.db") and run_filter == "hand"
-    assert len(load_study(root / "hand").runs) == 4  # experiment "hand" exists: all its runs
+    assert len(load_results(root / "hand").runs) == 4  # experiment "hand" exists: all its runs
     with pytest.raises(FileNotFoundError):
         resolve_source(tmp_path / "nowhere" / "x")
     with pytest.raises(ValueError, match="not found"):
-        load_study(root, experiments=["nope"])
+        load_results(root, experiments=["nope"])

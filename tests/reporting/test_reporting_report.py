@@ -7,8 +7,8 @@ import re
 
 import pandas as pd
 
-from benchmark.reporting.cli import add_report_command
-from benchmark.reporting.figures import svg_panels
+from diffexp.reporting.cli import add_report_command
+from diffexp.reporting.figures import svg_panels
 
 XSS = "<script>alert(1)</script>"
 CURVE_FIGURES = ("heldout_reward", "ground_truth", "diversity", "training_reward")
@@ -44,7 +44,9 @@ def test_every_panel_of_every_figure_has_data(study_report):
         panels = svg_panels(study_report.out_dir / "figures" / f"{key}.svg")
         assert panels and min(panels) >= 2, (key, panels)
     assert len(svg_panels(study_report.out_dir / "figures" / "heldout_reward.svg")) == 3
-    assert len(svg_panels(study_report.out_dir / "figures" / "ground_truth.svg")) == 3 * 4  # reward, 2 ground truths, other reward
+    assert (
+        len(svg_panels(study_report.out_dir / "figures" / "ground_truth.svg")) == 3 * 4
+    )  # reward, 2 ground truths, other reward
 
 
 def test_heldout_curves_start_at_the_base_model_with_six_points(study_report):
@@ -58,13 +60,20 @@ def test_heldout_curves_start_at_the_base_model_with_six_points(study_report):
 
 def test_verdict_has_every_cell_and_arm(study_report):
     verdict = pd.read_csv(study_report.out_dir / "tables" / "verdict.csv")
-    cells = {("ddpo", "embedded_aesthetic · embedded_objects"), ("ddpo", "embedded_alignment · embedded_relations"),
-             ("alignprop", "embedded_aesthetic · embedded_objects")}
+    cells = {
+        ("ddpo", "embedded_aesthetic · embedded_objects"),
+        ("ddpo", "embedded_alignment · embedded_relations"),
+        ("alignprop", "embedded_aesthetic · embedded_objects"),
+    }
     assert set(zip(verdict["algorithm"], verdict["task"], verdict["strategy"])) == {
-        (a, t, s) for a, t in cells for s in ("baseline", "cfg", "phrase", "diffexp")}
+        (a, t, s) for a, t in cells for s in ("baseline", "cfg", "phrase", "diffexp")
+    }
     no_learning = verdict[verdict["task"].str.startswith("embedded_alignment")]
     assert not no_learning["baseline_learned"].any()
-    assert (no_learning[no_learning["strategy"] != "baseline"]["verdict"] == "the baseline did not learn at this budget; no comparison is possible").all()
+    assert (
+        no_learning[no_learning["strategy"] != "baseline"]["verdict"]
+        == "the baseline did not learn at this budget; no comparison is possible"
+    ).all()
     learned = verdict[(verdict["algorithm"] == "ddpo") & verdict["task"].str.startswith("embedded_aesthetic")]
     assert learned["baseline_learned"].all()
     # the synthetic DiffExp gains 0.6 against the baseline's 0.3: detected
@@ -98,9 +107,20 @@ def test_html_is_self_contained_and_small(study_report):
 
 def test_html_sections(study_report):
     page = study_report.html.read_text()
-    for text in ("Verdict", "Sample efficiency: reward on the evaluation set", "What the learned reward stands for", "Diversity of the evaluation samples",
-                 "Samples: DDPO · aesthetic on single objects", "Ablation", "interquartile mean", "Provenance", "package",
-                 "Detectable Δ", "DiffExp", "AlignProp"):
+    for text in (
+        "Verdict",
+        "Sample efficiency: reward on the evaluation set",
+        "What the learned reward stands for",
+        "Diversity of the evaluation samples",
+        "Samples: DDPO · aesthetic on single objects",
+        "Ablation",
+        "interquartile mean",
+        "Provenance",
+        "package",
+        "Detectable Δ",
+        "DiffExp",
+        "AlignProp",
+    ):
         assert text in page, text
     assert page.index('id="verdict"') < page.index('id="figures"')  # the verdict comes first
     # FAILED runs are left out of everything, with a note saying so
@@ -120,21 +140,36 @@ def test_cli(mlflow_study, tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="diffexp")
     add_report_command(parser.add_subparsers(dest="command"))
     out = tmp_path / "bare-report"
-    args = parser.parse_args(["report", str(mlflow_study["root"]), "--experiment", "bare", "--out", str(out), "--reps", "100", "--budgets", "15,30"])
+    args = parser.parse_args(
+        [
+            "report",
+            str(mlflow_study["root"]),
+            "--experiment",
+            "bare",
+            "--out",
+            str(out),
+            "--reps",
+            "100",
+            "--budgets",
+            "15,30",
+        ]
+    )
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out / 'index.html'}" in printed
     assert (out / "index.html").is_file()
     page = (out / "index.html").read_text()
     assert "No evaluation samples were logged." in page and "no evaluation-set reward" in page
-    args = parser.parse_args(["report", str(mlflow_study["root"]), "--experiment", "study", "--out", str(tmp_path / "s"), "--reps", "100"])
+    args = parser.parse_args(
+        ["report", str(mlflow_study["root"]), "--experiment", "study", "--out", str(tmp_path / "s"), "--reps", "100"]
+    )
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "Verdict (evaluation-set reward" in printed and "Detectable Δ" in printed
 
 
 def test_the_readme_block_is_replaced_and_nothing_else(tmp_path):
-    from benchmark.ablation import README_END, README_START, update_readme
+    from diffexp.ablation import README_END, README_START, update_readme
 
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\n- old verdict\n{README_END}\noutro\n")
@@ -147,7 +182,7 @@ def test_the_readme_block_is_replaced_and_nothing_else(tmp_path):
 
 
 def test_a_new_report_leaves_no_file_of_the_old_one(mlflow_study, tmp_path):
-    from benchmark.reporting.report import build_report
+    from diffexp.reporting.report import build_report
 
     out = tmp_path / "r"
     (out / "figures").mkdir(parents=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from benchmark.reporting import stats
+from diffexp.reporting import stats
 
 
 # -- curves --------------------------------------------------------------------------------------
@@ -87,7 +87,9 @@ def test_bootstrap_ci_degenerate_and_nan():
 def test_bootstrap_ci_agrees_with_scipy_percentile_bootstrap():
     values = np.random.default_rng(3).normal(1.0, 0.5, 12)
     ours = stats.bootstrap_ci(values, reps=20000, seed=0)
-    ref = scipy.stats.bootstrap((values,), np.mean, n_resamples=20000, method="percentile", random_state=0).confidence_interval
+    ref = scipy.stats.bootstrap(
+        (values,), np.mean, n_resamples=20000, method="percentile", random_state=0
+    ).confidence_interval
     assert ours.point == pytest.approx(values.mean())
     assert ours.low == pytest.approx(ref.low, abs=0.02)
     assert ours.high == pytest.approx(ref.high, abs=0.02)
@@ -140,7 +142,9 @@ def test_probability_of_improvement_by_hand():
 def test_probability_of_improvement_matches_mann_whitney_u():
     rng = np.random.default_rng(2)
     x, y = rng.normal(0.3, 1, (6, 3)).round(1), rng.normal(0, 1, (5, 3)).round(1)  # rounding makes ties
-    expected = np.mean([scipy.stats.mannwhitneyu(x[:, t], y[:, t], alternative="greater").statistic / 30 for t in range(3)])
+    expected = np.mean(
+        [scipy.stats.mannwhitneyu(x[:, t], y[:, t], alternative="greater").statistic / 30 for t in range(3)]
+    )
     assert stats.probability_of_improvement(x, y) == pytest.approx(expected)
     est = stats.probability_of_improvement_ci(x, y, reps=500)
     assert est.point == pytest.approx(expected) and 0 <= est.low <= est.point <= est.high <= 1

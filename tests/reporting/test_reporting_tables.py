@@ -21,13 +21,16 @@ import math
 import pandas as pd
 import pytest
 
-from benchmark.reporting.load import load_study, study_from_frames
-from benchmark.reporting.tables import build_tables, display_blocks, tex_escape, write_tables
+from diffexp.reporting.load import load_results, study_from_frames
+from diffexp.reporting.tables import build_tables, display_blocks, tex_escape, write_tables
 
 
 def _frame(curves: dict, steps) -> pd.DataFrame:
-    rows = [dict(run_id=f"{st}-{sd}", algorithm="ddpo", strategy=st, seed=str(sd), metric="reward_mean", step=s, value=v)
-            for (st, sd), values in curves.items() for s, v in zip(steps, values)]
+    rows = [
+        dict(run_id=f"{st}-{sd}", algorithm="ddpo", strategy=st, seed=str(sd), metric="reward_mean", step=s, value=v)
+        for (st, sd), values in curves.items()
+        for s, v in zip(steps, values)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -51,16 +54,28 @@ def test_reward_at_budgets_by_hand(hand_tables):
     assert sorted(b["budget"].unique()) == [75.0, 150.0, 300.0]
     assert math.isnan(_row(b, strategy="baseline", budget=75.0)["mean"])
     assert _row(b, strategy="baseline", budget=75.0)["n_runs"] == 0
-    for strategy, budget, mean, low, high in [("baseline", 150.0, 0.3, 0.2, 0.4), ("diffexp", 150.0, 0.5, 0.4, 0.6),
-                                              ("baseline", 300.0, 0.6, 0.5, 0.7), ("diffexp", 300.0, 0.7, 0.6, 0.8)]:
+    for strategy, budget, mean, low, high in [
+        ("baseline", 150.0, 0.3, 0.2, 0.4),
+        ("diffexp", 150.0, 0.5, 0.4, 0.6),
+        ("baseline", 300.0, 0.6, 0.5, 0.7),
+        ("diffexp", 300.0, 0.7, 0.6, 0.8),
+    ]:
         r = _row(b, strategy=strategy, budget=budget)
         assert (r["mean"], r["ci_low"], r["ci_high"]) == pytest.approx((mean, low, high)), (strategy, budget)
 
 
 def test_auc_by_hand(hand_tables):
     a = hand_tables.auc
-    assert (_row(a, strategy="baseline")["auc"], _row(a, strategy="baseline")["ci_low"], _row(a, strategy="baseline")["ci_high"]) == pytest.approx((0.4, 0.3, 0.5))
-    assert (_row(a, strategy="diffexp")["auc"], _row(a, strategy="diffexp")["ci_low"], _row(a, strategy="diffexp")["ci_high"]) == pytest.approx((0.6, 0.55, 0.65))
+    assert (
+        _row(a, strategy="baseline")["auc"],
+        _row(a, strategy="baseline")["ci_low"],
+        _row(a, strategy="baseline")["ci_high"],
+    ) == pytest.approx((0.4, 0.3, 0.5))
+    assert (
+        _row(a, strategy="diffexp")["auc"],
+        _row(a, strategy="diffexp")["ci_low"],
+        _row(a, strategy="diffexp")["ci_high"],
+    ) == pytest.approx((0.6, 0.55, 0.65))
 
 
 def test_queries_to_reach_baseline_and_ratio_by_hand(hand_tables):
@@ -113,19 +128,33 @@ def test_no_area_under_a_curve_of_one_or_two_points():
 
 
 def test_heldout_budgets_are_the_evaluations():
-    rows = [dict(run_id=f"r{sd}", algorithm="ddpo", strategy="baseline", seed=str(sd), metric="eval_reward_mean", step=s, value=v + sd)
-            for sd in (0, 1) for s, v in zip([0, 50, 100, 150], [1.0, 1.2, 1.4, 1.5])]
+    rows = [
+        dict(
+            run_id=f"r{sd}",
+            algorithm="ddpo",
+            strategy="baseline",
+            seed=str(sd),
+            metric="eval_reward_mean",
+            step=s,
+            value=v + sd,
+        )
+        for sd in (0, 1)
+        for s, v in zip([0, 50, 100, 150], [1.0, 1.2, 1.4, 1.5])
+    ]
     tables = build_tables(study_from_frames(pd.DataFrame(rows)).metrics, reps=100)
     assert sorted(tables.budgets["budget"]) == [0.0, 50.0, 100.0, 150.0]
 
 
 def test_tex_escape():
-    assert tex_escape("a_b & <script>alert(1)</script> 50%") == r"a\_b \& \textless{}script\textgreater{}alert(1)\textless{}/script\textgreater{} 50\%"
+    assert (
+        tex_escape("a_b & <script>alert(1)</script> 50%")
+        == r"a\_b \& \textless{}script\textgreater{}alert(1)\textless{}/script\textgreater{} 50\%"
+    )
 
 
 def test_same_numbers_through_mlflow(mlflow_study):
     """The hand set logged to MLflow (seed only as the run.seed param, no reward tag) gives the same table."""
-    study = load_study(mlflow_study["root"], experiments=["hand"])
+    study = load_results(mlflow_study["root"], experiments=["hand"])
     assert sorted(study.runs["seed"]) == ["0", "0", "1", "1"]
     assert set(study.runs["reward"]) == {"reward"}
     tables = build_tables(study.metrics, budgets=[150, 300], reps=2000)

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from benchmark.reporting import stats
-from benchmark.reporting.load import study_from_frames
-from benchmark.reporting.verdict import cell_sentences, display_table, outcome_table, verdict_table
+from diffexp.reporting import stats
+from diffexp.reporting.load import study_from_frames
+from diffexp.reporting.verdict import cell_sentences, display_table, outcome_table, verdict_table
 
 
 def test_t_interval_with_the_samples_own_std_is_scipys():
@@ -86,7 +86,14 @@ def test_minimum_detectable_difference_is_the_stated_formula_and_has_its_power(n
 STEPS = [0, 32, 64, 96, 128, 160]
 
 
-def _runs(cell: tuple[str, str], gains: dict[str, float], noise: float = 0.05, seeds=(0, 1, 2), base: float = 6.0, slope_seed: int = 0):
+def _runs(
+    cell: tuple[str, str],
+    gains: dict[str, float],
+    noise: float = 0.05,
+    seeds=(0, 1, 2),
+    base: float = 6.0,
+    slope_seed: int = 0,
+):
     """Held-out curves of one cell: every run starts at ``base`` (the same noise), rises linearly to
     ``base + gain`` plus seeded noise; the ground truth follows half of it."""
     algorithm, reward = cell
@@ -98,17 +105,39 @@ def _runs(cell: tuple[str, str], gains: dict[str, float], noise: float = 0.05, s
             for step in STEPS:
                 value = base + end * step / STEPS[-1] + (rng.normal(0, noise / 3) if step else 0.0)
                 run_id = f"{algorithm}-{reward}-{strategy}-{seed}"
-                rows.append(dict(run_id=run_id, algorithm=algorithm, strategy=strategy, seed=str(seed), reward=reward,
-                                 metric="eval_reward_mean", step=step, value=value))
-                rows.append(dict(run_id=run_id, algorithm=algorithm, strategy=strategy, seed=str(seed), reward=reward,
-                                 metric="eval_gt_accuracy", step=step, value=0.5 + 0.5 * (value - base)))
+                rows.append(
+                    dict(
+                        run_id=run_id,
+                        algorithm=algorithm,
+                        strategy=strategy,
+                        seed=str(seed),
+                        reward=reward,
+                        metric="eval_reward_mean",
+                        step=step,
+                        value=value,
+                    )
+                )
+                rows.append(
+                    dict(
+                        run_id=run_id,
+                        algorithm=algorithm,
+                        strategy=strategy,
+                        seed=str(seed),
+                        reward=reward,
+                        metric="eval_gt_accuracy",
+                        step=step,
+                        value=0.5 + 0.5 * (value - base),
+                    )
+                )
     return rows
 
 
 @pytest.fixture(scope="module")
 def synthetic():
     rows = _runs(("ddpo", "embedded_aesthetic"), {"baseline": 0.5, "cfg": 0.5, "phrase": 0.52, "diffexp": 1.0})
-    rows += _runs(("alignprop", "embedded_alignment"), {"baseline": 0.0, "cfg": 0.3, "phrase": 0.0, "diffexp": 0.0}, slope_seed=1)
+    rows += _runs(
+        ("alignprop", "embedded_alignment"), {"baseline": 0.0, "cfg": 0.3, "phrase": 0.0, "diffexp": 0.0}, slope_seed=1
+    )
     study = study_from_frames(pd.DataFrame(rows))
     return study.metrics, verdict_table(study.metrics, reps=500)
 
@@ -122,7 +151,9 @@ def _row(verdict, algorithm, strategy):
 def test_verdict_has_every_cell_and_arm(synthetic):
     _, verdict = synthetic
     assert len(verdict) == 8
-    assert set(zip(verdict["algorithm"], verdict["strategy"])) == {(a, s) for a in ("ddpo", "alignprop") for s in ("baseline", "cfg", "phrase", "diffexp")}
+    assert set(zip(verdict["algorithm"], verdict["strategy"])) == {
+        (a, s) for a in ("ddpo", "alignprop") for s in ("baseline", "cfg", "phrase", "diffexp")
+    }
     assert (verdict["budget"] == 160).all() and (verdict["n_runs"] == 3).all()
 
 
@@ -133,7 +164,10 @@ def test_verdict_finds_the_built_in_difference(synthetic):
     assert base["gain_low"] <= 0.5 <= base["gain_high"]
     diffexp = _row(verdict, "ddpo", "diffexp")
     assert diffexp["diff_low"] > 0 and diffexp["diff_low"] <= 0.5 <= diffexp["diff_high"]
-    assert diffexp["verdict"].startswith("DiffExp higher than the baseline by 0.") and "at 160 queries" in diffexp["verdict"]
+    assert (
+        diffexp["verdict"].startswith("DiffExp higher than the baseline by 0.")
+        and "at 160 queries" in diffexp["verdict"]
+    )
     cfg = _row(verdict, "ddpo", "cfg")
     assert cfg["verdict"].startswith("no difference detected at 160 queries")
     assert 0 < cfg["mde"] < 0.5  # seeds this quiet detect less than the built-in +0.5
@@ -148,14 +182,19 @@ def test_no_comparison_when_the_baseline_did_not_learn(synthetic):
     assert not base["baseline_learned"]
     assert base["verdict"].startswith("the baseline did not learn at this budget")
     for strategy in ("cfg", "phrase", "diffexp"):  # even CFG's real gain is not compared
-        assert _row(verdict, "alignprop", strategy)["verdict"] == "the baseline did not learn at this budget; no comparison is possible"
+        assert (
+            _row(verdict, "alignprop", strategy)["verdict"]
+            == "the baseline did not learn at this budget; no comparison is possible"
+        )
     lines = cell_sentences(verdict)
     assert len(lines) == 2 and "no comparison is possible" in lines[1] and lines[0].startswith("DDPO · aesthetic")
 
 
 def test_minimum_detectable_difference_uses_the_pooled_seed_std(synthetic):
     metrics, verdict = synthetic
-    finals = metrics[(metrics["metric"] == "eval_reward_mean") & (metrics["step"] == 160) & (metrics["algorithm"] == "ddpo")]
+    finals = metrics[
+        (metrics["metric"] == "eval_reward_mean") & (metrics["step"] == 160) & (metrics["algorithm"] == "ddpo")
+    ]
     sigma, dof = stats.pooled_std([g["value"].to_numpy() for _, g in finals.groupby("strategy")])
     cfg = _row(verdict, "ddpo", "cfg")
     assert dof == 8 and cfg["dof"] == 8 and cfg["pooled_std"] == pytest.approx(sigma)

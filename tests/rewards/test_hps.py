@@ -51,8 +51,9 @@ def test_scores_match_the_reference_formula(twins, name, filename):
 def test_version_option_and_gradients_and_batching(twins):
     folder, _ = twins
     images = torch.rand(3, 3, 32, 32, requires_grad=True)
-    reward = build_reward("hps", version="v2.1", weights=str(folder / "HPS_v2.1_compressed.pt"), clip_model=TINY,
-                          batch_size=2)
+    reward = build_reward(
+        "hps", version="v2.1", weights=str(folder / "HPS_v2.1_compressed.pt"), clip_model=TINY, batch_size=2
+    )
     assert reward.name == "hpsv2.1"
     scores = reward(images, PROMPTS)
     scores.sum().backward()

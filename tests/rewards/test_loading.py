@@ -33,8 +33,14 @@ def test_missing_weight_error_is_actionable(tmp_path):
     with pytest.raises(RewardWeightsNotFound) as err:
         resolve_file(tmp_path / "nowhere", SPEC)
     message = str(err.value)
-    for needle in ("demo:", "the demo head", "hf download org/demo head.safetensors", "head_weights=",
-                   "head.safetensors or head.pth", "local_files_only=False"):
+    for needle in (
+        "demo:",
+        "the demo head",
+        "hf download org/demo head.safetensors",
+        "head_weights=",
+        "head.safetensors or head.pth",
+        "local_files_only=False",
+    ):
         assert needle in message
     with pytest.raises(RewardWeightsNotFound, match="holds none of"):
         resolve_file(tmp_path, SPEC)  # an existing folder without the file
@@ -109,8 +115,12 @@ def test_construction_is_lazy_and_weights_stay_out_of_the_module_tree(tmp_path):
 
 
 def test_registry_and_weighted_sum_from_config():
-    assert {"aesthetic", "pickscore", "hps", "hpsv2.1", "jpeg_compressibility", "jpeg_incompressibility"} <= set(REWARDS)
-    total = build_weighted_sum({"jpeg_incompressibility": 2.0, "small": {"reward": "jpeg_compressibility", "weight": 0.5}})
+    assert {"aesthetic", "pickscore", "hps", "hpsv2.1", "jpeg_compressibility", "jpeg_incompressibility"} <= set(
+        REWARDS
+    )
+    total = build_weighted_sum(
+        {"jpeg_incompressibility": 2.0, "small": {"reward": "jpeg_compressibility", "weight": 0.5}}
+    )
     images = torch.rand(3, 3, 16, 16)
     size = build_reward("jpeg_incompressibility")(images, ["x"] * 3)
     assert torch.allclose(total(images, ["x"] * 3), 2.0 * size - 0.5 * size)

@@ -18,10 +18,22 @@ PROMPTS = ["a cat washing the dishes", "a dog riding a bike", "a monkey playing 
 def twin(tmp_path_factory):
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=1, num_attention_heads=2),
+        text_config=dict(
+            vocab_size=49408,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+        ),
+        vision_config=dict(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        ),
         projection_dim=16,
     )
     model = CLIPModel(config).eval()
@@ -54,8 +66,9 @@ def test_scores_match_logit_scale_times_cosine(twin):
 def test_processor_folder_sets_tokenizer_and_normalisation(twin, tmp_path):
     folder, model = twin
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-                       image_mean=list(mean), image_std=list(std)).save_pretrained(tmp_path)
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=list(mean), image_std=list(std)
+    ).save_pretrained(tmp_path)
     clip_tokenizer().save_pretrained(tmp_path)
     images = torch.rand(2, 3, 32, 32)
     scores = build_reward("pickscore", model=str(folder), processor=str(tmp_path))(images, PROMPTS[:2])

@@ -20,8 +20,12 @@ def smooth_images(batch=2, height=96, width=128):
 def test_close_to_the_pil_processor():
     images = smooth_images()
     ours = clip_preprocess(images, 64)
-    processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64},
-                                   image_mean=list(OPENAI_CLIP_MEAN), image_std=list(OPENAI_CLIP_STD))
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": 64},
+        crop_size={"height": 64, "width": 64},
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
+    )
     pil = [Image.fromarray((image * 255).round().byte().permute(1, 2, 0).numpy()) for image in images]
     reference = torch.as_tensor(np.asarray(processor(images=pil, return_tensors="pt").pixel_values))
     assert ours.shape == reference.shape == (2, 3, 64, 64)

@@ -1,0 +1,31 @@
+"""The sweep harness: studies from YAML, run by Optuna workers, tracked in MLflow.
+
+* :mod:`.study`: the study-file schema (grid or search) and trial expansion;
+* :mod:`.storage`: Optuna storage URLs (SQLite default, any SQLAlchemy URL, ``journal:<file>``);
+* :mod:`.worker`: workers that claim trials, heartbeats and retries (exactly-once grid cells);
+* :mod:`.tracking`: one MLflow experiment per study, one run per trial;
+* :mod:`.progress`: done / running / failed / remaining;
+* :mod:`.cli`: ``diffexp sweep`` (:func:`add_sweep_command`).
+
+Names are imported lazily so that ``diffexp --help`` stays instant.
+"""
+
+_EXPORTS = {
+    "add_sweep_command": "diffexp.harness.cli",
+    "StudyPlan": "diffexp.harness.study",
+    "StudyError": "diffexp.harness.study",
+    "load_study": "diffexp.harness.study",
+    "study_from_dict": "diffexp.harness.study",
+    "StorageError": "diffexp.harness.storage",
+    "parse_storage_url": "diffexp.harness.storage",
+    "run_sweep": "diffexp.harness.worker",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)

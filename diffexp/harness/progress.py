@@ -1,0 +1,112 @@
+"""Study progress: done / running / failed / remaining, counted per trial key.
+
+A trial key is a grid cell (or, for searches, an original trial and its retries), so a cell
+whose worker died and that was re-run counts once. Trials the harness closed as duplicates or
+as over the search budget are not counted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+KEY_ATTR = "diffexp:trial_key"
+IGNORED_ATTR = "diffexp:ignored"  # "duplicate of trial N" / "over budget": not part of the study
+
+
+def trial_key_of(trial) -> str:
+    key = trial.user_attrs.get(KEY_ATTR)
+    if key:
+        return key
+    origin = trial.system_attrs.get("failed_trial", trial.number)
+    return f"t{origin:04d}"
+
+
+def ignored(trial) -> bool:
+    return bool(trial.system_attrs.get(IGNORED_ATTR) or trial.user_attrs.get(IGNORED_ATTR))
+
+
+def group_trials(trials) -> dict[str, list]:
+    groups: dict[str, list] = defaultdict(list)
+    for t in trials:
+        if not ignored(t):
+            groups[trial_key_of(t)].append(t)
+    return dict(groups)
+
+
+def key_state(trials) -> str:
+    """One key's state: done (a COMPLETE or PRUNED trial), running, waiting, or failed."""
+    from optuna.trial import TrialState
+
+    states = {t.state for t in trials}
+    if TrialState.COMPLETE in states:
+        return "done"
+    if TrialState.PRUNED in states:
+        return "pruned"
+    if TrialState.RUNNING in states:
+        return "running"
+    if TrialState.WAITING in states:
+        return "waiting"
+    return "failed"
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    pruned: int = 0
+    running: int = 0
+    failed: int = 0
+    waiting: int = 0
+
+    @property
+    def remaining(self) -> int:
+        """Not yet started (queued, or not created yet)."""
+        return max(0, self.total - self.done - self.pruned - self.running - self.failed)
+
+    @property
+    def finished(self) -> bool:
+        return self.running == 0 and self.remaining == 0
+
+    def line(self) -> str:
+        pruned = f" (+{self.pruned} pruned)" if self.pruned else ""
+        return (
+            f"done {self.done}{pruned}/{self.total}, running {self.running}, "
+            f"failed {self.failed}, remaining {self.remaining}"
+        )
+
+
+def study_progress(study, total: int, keys: list[str] | None = None) -> Progress:
+    """Progress over ``total`` trial keys (grid: the cells' keys; search: n_trials)."""
+    groups = group_trials(study.get_trials(deepcopy=False))
+    if keys is not None:
+        groups = {k: v for k, v in groups.items() if k in set(keys)}
+    p = Progress(total=total)
+    for trials in groups.values():
+        state = key_state(trials)
+        if state == "done":
+            p.done += 1
+        elif state == "pruned":
+            p.pruned += 1
+        elif state == "running":
+            p.running += 1
+        elif state == "waiting":
+            p.waiting += 1
+        else:
+            p.failed += 1
+    return p
+
+
+def status_table(study, keys: list[str] | None = None) -> str:
+    """One line per trial key: state, attempts, value, run dir."""
+    groups = group_trials(study.get_trials(deepcopy=False))
+    order = keys if keys is not None else sorted(groups, key=lambda k: min(t.number for t in groups[k]))
+    lines = [f"{'trial key':<44} {'state':<8} {'tries':>5} {'value':>12}  trials"]
+    for key in order:
+        trials = groups.get(key, [])
+        state = key_state(trials) if trials else "queued"
+        value = next((t.value for t in trials if t.value is not None), None)
+        value_text = f"{value:.6g}" if value is not None else "-"
+        numbers = ",".join(f"#{t.number}:{t.state.name.lower()}" for t in sorted(trials, key=lambda t: t.number))
+        lines.append(f"{key:<44} {state:<8} {len(trials):>5} {value_text:>12}  {numbers}")
+    return "\n".join(lines)

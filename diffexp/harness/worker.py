@@ -1,0 +1,768 @@
+"""Workers: claim a study's trials from the shared Optuna storage and train them.
+
+How every grid cell runs exactly once, with any number of workers on any number of machines
+------------------------------------------------------------------------------------------------
+GridSampler alone assigns cells at ``ask()`` time and can hand the same cell to two concurrent
+workers. The harness never lets the sampler choose a cell:
+
+1. **Enqueue.** Setting up a grid study enqueues each cell as a fixed WAITING trial carrying its
+   key (user attr ``diffexp:trial_key``), skipping cells that already have a trial; a re-launch
+   re-queues cells whose every try failed. (Two launchers enqueueing at the same instant can
+   queue a cell twice; step 3 makes that harmless.)
+2. **Claim.** A worker only takes WAITING trials, through the storage's atomic
+   WAITING -> RUNNING transition (a locked row update in RDB storages, under a file lock for
+   SQLite, see ``storage.py``; the first log record in journal storage): of two workers racing
+   for one trial, exactly one wins. Grid workers never call ``ask()`` for a new trial, so no cell
+   is created outside the queue.
+3. **One live trial per key.** A worker claims a key's trial only if it is the lowest-numbered
+   unfinished trial of that key and the key is not done, and checks again after claiming:
+   if the key is done, or another trial of it with a lower number is running, the claimed trial
+   is closed as a duplicate (state FAIL, system attr ``diffexp:ignored``) without running.
+4. **Dead workers.** A running trial records a heartbeat every ``heartbeat_interval`` seconds
+   (Optuna's RDB heartbeat; for journal storage, a trial system attr). Workers that look for
+   work first fail trials silent for longer than ``grace_period`` and Optuna's
+   ``RetryHeartbeatStaleTrialCallback`` (``RetryFailedTrialCallback`` before Optuna 4.9)
+   enqueues a copy with the same params and key, which resumes from the key's own
+   ``checkpoints/last.ckpt``. Idle workers keep polling while trials are running, so the last
+   live worker picks up a dead one's cell. A worker whose own trial was declared dead (it was
+   only slow) stops that trial at the next batch.
+
+So each key ends with exactly one COMPLETE (or PRUNED) trial; failed tries stay in the storage
+as history. Finished trials are never touched again: their checkpoints, ``result.json`` and
+MLflow runs stay, and a retried trial that finds ``result.json`` completes without retraining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffexp.harness.progress import (
+    IGNORED_ATTR,
+    KEY_ATTR,
+    Progress,
+    group_trials,
+    key_state,
+    status_table,
+    study_progress,
+    trial_key_of,
+)
+from diffexp.harness.storage import StorageSpec, open_storage, parse_storage_url, redact, retry_callback_class
+from diffexp.harness.study import StudyPlan, describe, load_study
+from diffexp.harness.tracking import Tracker, tracking_uri_for
+
+HEARTBEAT_ATTR = "diffexp:heartbeat"  # journal storage: unix time of the last heartbeat
+FINGERPRINT_ATTR = "diffexp:fingerprint"
+
+
+@dataclass
+class SweepContext:
+    """A study file resolved against the command line: where everything goes."""
+
+    study: StudyPlan
+    run_dir: Path
+    storage: StorageSpec
+    tracking_uri: str
+
+    @property
+    def total(self) -> int:
+        return len(self.study.cells()) if self.study.kind == "grid" else self.study.spec.search.n_trials
+
+    def keys(self) -> list[str] | None:
+        return [c.key for c in self.study.cells()] if self.study.kind == "grid" else None
+
+
+def resolve_context(
+    study_path: str | Path | StudyPlan,
+    run_dir: str | Path | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    create: bool = True,
+    profile: str | None = None,
+) -> SweepContext:
+    study = study_path if isinstance(study_path, StudyPlan) else load_study(study_path, profile)
+    run_dir = Path(run_dir or study.spec.run_dir or Path("runs") / "sweeps" / study.name).resolve()
+    if create:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    spec = parse_storage_url(storage or study.spec.storage, run_dir, create_dirs=create)
+    return SweepContext(study, run_dir, spec, tracking_uri_for(tracking_uri or study.spec.tracking_uri, run_dir))
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*RetryFailedTrialCallback.*")
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def open_study(ctx: SweepContext):
+    """The Optuna study (created if missing) with its sampler, pruner and retry callback.
+
+    Returns (study, raw storage, retry callback)."""
+    import optuna
+
+    _quiet_optuna()
+    spec = ctx.study.spec
+    retry = retry_callback_class()(max_retry=spec.max_retry, inherit_intermediate_values=True)
+    storage = open_storage(ctx.storage, spec.heartbeat_interval, spec.effective_grace_period, retry)
+    if ctx.study.kind == "grid":
+        sampler, pruner = optuna.samplers.GridSampler(ctx.study.grid_search_space(), seed=0), optuna.pruners.NopPruner()
+    else:
+        sampler, pruner = spec.search.build_sampler(), spec.search.pruner.build()
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction=spec.objective.direction,
+        load_if_exists=True,
+    )
+    return study, storage, retry
+
+
+def setup_study(ctx: SweepContext, log=print):
+    """Create the study (idempotent), queue the grid's cells that have no trial yet (and re-queue
+    cells whose every try failed), and create the MLflow experiment. Safe to run from every
+    launcher; see the module docstring for why a double enqueue is harmless."""
+    study, _, _ = open_study(ctx)
+    fingerprint = ctx.study.fingerprint()
+    old = study.user_attrs.get(FINGERPRINT_ATTR)
+    if old is None:
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        study.set_user_attr("diffexp:kind", ctx.study.kind)
+        study.set_user_attr("diffexp:study_file", str(ctx.study.path.resolve() if ctx.study.path else None))
+        study.set_user_attr("diffexp:run_dir", str(ctx.run_dir))
+    elif old != fingerprint:
+        log(
+            f"note: study {ctx.study.name!r} in {ctx.storage.display} was created from a different version of "
+            f"{ctx.study.source}; "
+            + ("new cells are queued, old ones kept" if ctx.study.kind == "grid" else "the search space changed")
+        )
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+    queued = requeued = 0
+    if ctx.study.kind == "grid":
+        groups = group_trials(study.get_trials(deepcopy=False))
+        refuse_stale_cells(ctx, groups)
+        for cell in ctx.study.cells():
+            trials = groups.get(cell.key)
+            if trials and key_state(trials) != "failed":
+                continue
+            study.enqueue_trial(cell.params, user_attrs={KEY_ATTR: cell.key})
+            if trials:
+                requeued += 1
+            else:
+                queued += 1
+    Tracker(ctx.tracking_uri, ctx.study.name, ctx.run_dir).ensure_experiment()
+    if queued or requeued:
+        log(f"queued {queued} cell(s)" + (f", re-queued {requeued} failed cell(s)" if requeued else ""))
+    return study
+
+
+def trial_config(ctx: SweepContext, tspec, key: str):
+    """The run config a trial trains with: the study's, plus where it writes and what it logs to."""
+    run_fields = {
+        "run.output_dir": str(ctx.run_dir / "trials"),
+        "run.name": key,
+        "run.mlflow_tracking_uri": ctx.tracking_uri,
+        "run.mlflow_experiment": ctx.study.name,
+    }
+    config = ctx.study.build_config(tspec, run_fields)
+    config.run.loggers = sorted(set(config.run.loggers) | {"mlflow", "csv"})
+    return config
+
+
+def refuse_stale_cells(ctx: SweepContext, groups: dict) -> None:
+    """A finished cell whose run config now hashes differently (a base config, a default, or the
+    shipped embedded weights changed since it ran) must not pass for a result of this one."""
+    from optuna.trial import TrialState
+
+    from diffexp.harness.study import StudyError
+
+    stale = []
+    for cell in ctx.study.cells():
+        finished = [t for t in groups.get(cell.key, []) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        ran_with = {t.user_attrs.get("diffexp:config_hash") for t in finished} - {None}
+        if ran_with and describe(trial_config(ctx, cell, cell.key))["config_hash"] not in ran_with:
+            stale.append(cell.key)
+    if stale:
+        raise StudyError(
+            f"study {ctx.study.name!r} in {ctx.run_dir} has {len(stale)} finished cell(s) whose run config has changed "
+            f"since they ran (e.g. {', '.join(stale[:3])}): a base config, a default or the shipped embedded weights "
+            f"differ. Their results would be mixed with new ones. Start a fresh study: move {ctx.run_dir} aside "
+            f"or pass --run-dir (and --storage, if you gave one) for a new location."
+        )
+
+
+class TrialLost(RuntimeError):
+    """This worker's trial was declared dead by another worker (missed heartbeats)."""
+
+
+class Heartbeat:
+    """Records a running trial's heartbeat every ``interval`` seconds from a thread, and notices
+    when the trial is no longer RUNNING (another worker declared it dead)."""
+
+    def __init__(self, storage, trial_id: int, interval: int, journal: bool):
+        self.storage, self.trial_id, self.interval, self.journal = storage, trial_id, interval, journal
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat-{trial_id}")
+
+    def beat(self) -> None:
+        from optuna.trial import TrialState
+
+        try:
+            if self.journal:
+                self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
+            else:
+                self.storage.record_heartbeat(self.trial_id)
+            if self.storage.get_trial(self.trial_id).state != TrialState.RUNNING:
+                self.lost = True
+        except Exception as err:  # noqa: BLE001 - an unfinished trial whose state changed, a storage hiccup
+            if "finished" in str(err).lower():
+                self.lost = True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def __enter__(self):
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+
+def trial_callback(worker: Worker, trial, key: str, heartbeat: Heartbeat, prune: bool):
+    """A Lightning callback that, after every epoch, prints progress, reports the intermediate
+    metric (step = reward queries) to the Optuna trial and prunes if the pruner says so; and
+    stops the run if the trial was lost. (Built lazily: Lightning is imported only to train.)"""
+    import lightning as L
+    import optuna
+
+    class TrialCallback(L.Callback):
+        def on_exception(self, trainer, module, exception: BaseException) -> None:
+            # Lightning marks its MLflow run FAILED next; if a retry of this trial owns that run
+            # now (this worker was declared dead), leave the run to it.
+            heartbeat.beat()
+            if heartbeat.lost:
+                for logger in trainer.loggers:
+                    if hasattr(logger, "detach"):
+                        logger.detach()
+
+        def on_train_batch_end(self, *args, **kwargs) -> None:
+            if heartbeat.lost:
+                raise TrialLost(f"trial #{trial.number} was declared dead by another worker")
+
+        def on_train_epoch_end(self, trainer, module) -> None:
+            metrics = getattr(module, "last_metrics", {}) or {}
+            name = worker.ctx.study.spec.objective.intermediate
+            value = metrics.get(name)
+            step = int(metrics.get("reward_queries", module.reward_queries))
+            shown = f"{name} {value:.4g}" if value is not None else f"{name} -"
+            worker.log(
+                f"trial #{trial.number} {key}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}, "
+                f"{step} reward queries, {shown}"
+            )
+            if heartbeat.lost:
+                raise TrialLost(f"trial #{trial.number} was declared dead by another worker")
+            if value is None or value != value:  # missing or NaN: nothing to report
+                return
+            trial.report(float(value), step)
+            if prune and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at {step} reward queries ({name} {value:.4g})")
+
+    return TrialCallback()
+
+
+def checkpoint_usable(path: Path) -> bool:
+    """A checkpoint torn by a crash mid-write must not stop the retry: set it aside instead."""
+    from diffexp.algorithms.checkpointing import CheckpointError, verify_checkpoint
+
+    try:
+        verify_checkpoint(path)
+        return True
+    except CheckpointError:
+        path.rename(path.with_name(f"{path.name}.broken-{int(time.time())}"))
+        return False
+
+
+class Worker:
+    """Runs trials of one study until none is left."""
+
+    def __init__(self, ctx: SweepContext, name: str | None = None, wait_for_running: bool = True, out=None):
+        self.ctx = ctx
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.wait_for_running = wait_for_running
+        self.out = out or sys.stdout
+        self.study, self.raw_storage, self.retry = open_study(ctx)
+        self.tracker = Tracker(ctx.tracking_uri, ctx.study.name, ctx.run_dir)
+        spec = ctx.study.spec
+        self.poll = max(1.0, min(float(spec.heartbeat_interval), 10.0))
+        self.journal = ctx.storage.kind == "journal"
+
+    # -- output -----------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        print(f"[sweep {self.ctx.study.name} {self.name}] {message}", file=self.out, flush=True)
+
+    def progress(self) -> Progress:
+        return study_progress(self.study, self.ctx.total, self.ctx.keys())
+
+    # -- claiming ---------------------------------------------------------------------------
+    @property
+    def storage(self):
+        return self.study._storage
+
+    def _trials(self):
+        return self.storage.get_all_trials(self.study._study_id, deepcopy=False)
+
+    def _close_ignored(self, trial_id: int, reason: str) -> None:
+        from optuna.trial import TrialState
+
+        try:
+            self.storage.set_trial_system_attr(trial_id, IGNORED_ATTR, reason)
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except Exception:  # noqa: BLE001 - already finished by someone else
+            pass
+
+    def _duplicate_reason(self, trial_id: int, number: int, key: str) -> str | None:
+        """Why a trial we now hold must not run (its key is done or a lower trial runs it)."""
+        from optuna.trial import TrialState
+
+        for other in group_trials(self._trials()).get(key, []):
+            if other._trial_id == trial_id:
+                continue
+            if other.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                return f"duplicate: {key} already finished by trial #{other.number}"
+            if other.state == TrialState.RUNNING and other.number < number:
+                return f"duplicate: {key} is being run by trial #{other.number}"
+        return None
+
+    def claim_waiting(self):
+        """Claim the next WAITING trial that may run (see the module docstring), or None."""
+        import optuna
+        from optuna.trial import TrialState
+
+        trials = self._trials()
+        groups = group_trials(trials)
+        for t in sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number):
+            key = trial_key_of(t)
+            group = groups.get(key, [t])
+            done = any(x.state in (TrialState.COMPLETE, TrialState.PRUNED) for x in group)
+            unfinished = [x.number for x in group if x.state in (TrialState.WAITING, TrialState.RUNNING)]
+            if not done and unfinished and min(unfinished) != t.number:
+                continue  # a lower trial of this key goes first
+            try:
+                claimed = self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                claimed = False
+            if not claimed:
+                continue
+            reason = self._duplicate_reason(t._trial_id, t.number, key)
+            if reason:
+                self._close_ignored(t._trial_id, reason)
+                self.log(f"trial #{t.number} closed: {reason}")
+                continue
+            return optuna.trial.Trial(self.study, t._trial_id)
+        return None
+
+    def ask_new(self):
+        """Searches: a new trial from the sampler while the budget lasts, else None."""
+        if self.ctx.study.kind != "search":
+            return None
+        n_trials = self.ctx.study.spec.search.n_trials
+        originals = [
+            t for t in self._trials() if "failed_trial" not in t.system_attrs and not t.system_attrs.get(IGNORED_ATTR)
+        ]
+        if len(originals) >= n_trials:
+            return None
+        trial = self.study.ask()
+        frozen = self.storage.get_trial(trial._trial_id)
+        if "failed_trial" not in frozen.system_attrs:
+            rank = sum(
+                1
+                for t in self._trials()
+                if t.number < trial.number
+                and "failed_trial" not in t.system_attrs
+                and not t.system_attrs.get(IGNORED_ATTR)
+            )
+            if rank >= n_trials:  # other workers took the last slots meanwhile
+                self._close_ignored(trial._trial_id, "over the search budget")
+                return None
+        reason = self._duplicate_reason(trial._trial_id, trial.number, trial_key_of(frozen))
+        if reason:  # ask() popped a queued retry whose key is already taken care of
+            self._close_ignored(trial._trial_id, reason)
+            return None
+        if not frozen.user_attrs.get(KEY_ATTR):
+            trial.set_user_attr(KEY_ATTR, trial_key_of(frozen))
+        return trial
+
+    def pending(self) -> bool:
+        from optuna.trial import TrialState
+
+        return any(
+            t.state in (TrialState.RUNNING, TrialState.WAITING) and not t.system_attrs.get(IGNORED_ATTR)
+            for t in self._trials()
+        )
+
+    # -- dead workers -------------------------------------------------------------------------
+    def reap_stale(self) -> None:
+        """Fail trials whose heartbeat stopped and queue their retries."""
+        import copy
+
+        import optuna
+        from optuna.trial import TrialState
+
+        grace = self.ctx.study.spec.effective_grace_period
+        if not self.journal:
+            running = [t for t in self._trials() if t.state == TrialState.RUNNING]
+            if not running:
+                return
+            optuna.storages.fail_stale_trials(self.study)  # runs the retry callback on each trial it fails
+            for t in running:
+                after = self.storage.get_trial(t._trial_id)
+                if after.state == TrialState.FAIL and "diffexp:error" not in after.user_attrs:
+                    self.log(
+                        f"trial #{t.number} {trial_key_of(t)}: no heartbeat for {grace}s, its worker is presumed "
+                        "dead; re-queued"
+                    )
+            return
+        now = time.time()
+        for t in self._trials():
+            if t.state != TrialState.RUNNING:
+                continue
+            last = max(
+                float(t.system_attrs.get(HEARTBEAT_ATTR, 0.0)),
+                t.datetime_start.timestamp() if t.datetime_start else 0.0,
+            )
+            if now - last <= grace:
+                continue
+            try:
+                self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            self.retry(self.study, copy.deepcopy(self.storage.get_trial(t._trial_id)))
+            self.log(
+                f"trial #{t.number} {trial_key_of(t)}: no heartbeat for {grace}s, its worker is presumed dead; "
+                "re-queued"
+            )
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, max_trials: int | None = None) -> int:
+        """Run trials until the study has none left (waiting for running ones, which may die and be
+        retried, unless ``wait_for_running`` is off). Returns how many trials this worker ran."""
+        ran = 0
+        while max_trials is None or ran < max_trials:
+            self.reap_stale()
+            trial = self.claim_waiting() or self.ask_new()
+            if trial is None:
+                if self.wait_for_running and self.pending():
+                    time.sleep(self.poll)
+                    continue
+                break
+            self.run_trial(trial)
+            ran += 1
+        return ran
+
+    def run_trial(self, trial) -> str:
+        """Train one claimed trial; returns its final state name."""
+        import optuna
+        from optuna.trial import TrialState
+
+        started = time.time()
+        frozen = self.storage.get_trial(trial._trial_id)
+        key = trial_key_of(frozen)
+        study_def, spec = self.ctx.study, self.ctx.study.spec
+        heartbeat = Heartbeat(self.raw_storage, trial._trial_id, spec.heartbeat_interval, self.journal)
+        run_id = None
+        with heartbeat:
+            try:
+                if study_def.kind == "grid":
+                    params = {
+                        axis: trial.suggest_categorical(axis, values)
+                        for axis, values in study_def.grid_search_space().items()
+                    }
+                else:
+                    params = study_def.suggest(trial)
+                tspec = study_def.resolve(params, key=key)
+                trial_dir = self.ctx.run_dir / "trials" / key
+                config = trial_config(self.ctx, tspec, key)
+                info = describe(config)
+                tags = {
+                    **info,
+                    "checkpoint_dir": str(trial_dir / "checkpoints"),
+                    "run_dir": str(trial_dir),
+                    "optuna.study": study_def.name,
+                    "optuna.trial_number": str(trial.number),
+                    "optuna.storage": self.ctx.storage.display,
+                    "worker": self.name,
+                }
+                run_id = self.tracker.start_trial(key, tags, params, config)
+                config.run.mlflow_run_id = run_id
+                attrs = {
+                    **info,
+                    "mlflow_run_id": run_id,
+                    "run_dir": str(trial_dir),
+                    "worker": self.name,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                }
+                for name, value in attrs.items():
+                    trial.set_user_attr(f"diffexp:{name}", value)
+                retry_of = frozen.system_attrs.get("failed_trial")
+                self.log(
+                    f"trial #{trial.number} {key}: start ({tspec.label()})"
+                    + (f", retry of #{retry_of}" if retry_of is not None else "")
+                )
+                value = self._train(trial, key, config, trial_dir, heartbeat, info["config_hash"])
+            except optuna.TrialPruned as err:
+                return self._finish(trial, key, run_id, TrialState.PRUNED, None, started, str(err))
+            except TrialLost as err:
+                self.log(f"trial #{trial.number} {key}: stopped: {err}")
+                return "LOST"
+            except (KeyboardInterrupt, SystemExit) as err:
+                self._interrupted(trial, key, run_id, f"interrupted ({type(err).__name__})")
+                raise
+            except BaseException as err:  # noqa: BLE001 - a trial's failure must not kill the worker
+                if type(err).__name__ == "SIGTERMException":
+                    self._interrupted(trial, key, run_id, "interrupted (SIGTERM)")
+                    raise
+                trial.set_user_attr(
+                    "diffexp:error", "".join(traceback.format_exception_only(type(err), err)).strip()[-2000:]
+                )
+                self.log(f"trial #{trial.number} {key}: FAILED: {type(err).__name__}: {err}")
+                traceback.print_exc(file=self.out)
+                return self._finish(trial, key, run_id, TrialState.FAIL, None, started, str(err))
+        return self._finish(trial, key, run_id, TrialState.COMPLETE, value, started)
+
+    def _train(self, trial, key: str, config, trial_dir: Path, heartbeat: Heartbeat, config_hash: str) -> float:
+        from diffexp.algorithms.runner import run
+
+        spec = self.ctx.study.spec
+        result_file = trial_dir / "result.json"
+        if result_file.exists():
+            result = json.loads(result_file.read_text())
+            if result.get("config_hash") == config_hash:
+                self.log(f"trial #{trial.number} {key}: finished earlier (result.json), not retrained")
+                trial.set_user_attr("diffexp:reused_result", str(result_file))
+                return float(result["value"])
+        last = trial_dir / "checkpoints" / "last.ckpt"
+        if last.exists() and checkpoint_usable(last):
+            trial.set_user_attr("diffexp:resumed_from", str(last))
+            self.log(f"trial #{trial.number} {key}: resuming from {last}")
+        prune = self.ctx.study.kind == "search" and spec.search.pruner.kind != "none"
+        module = run(config, resume=True, extra_callbacks=[trial_callback(self, trial, key, heartbeat, prune)])
+        if heartbeat.lost:
+            raise TrialLost(f"trial #{trial.number} was declared dead by another worker")
+        metrics = dict(getattr(module, "last_metrics", None) or {})
+        if spec.objective.metric not in metrics and config.run.mlflow_run_id:
+            metrics = {**self.tracker.latest_metrics(config.run.mlflow_run_id), **metrics}
+        if spec.objective.metric not in metrics:
+            raise KeyError(f"objective metric {spec.objective.metric!r} was not logged; logged: {sorted(metrics)}")
+        value = float(metrics[spec.objective.metric])
+        result_file.write_text(
+            json.dumps(
+                {
+                    "value": value,
+                    "metrics": metrics,
+                    "config_hash": config_hash,
+                    "trial_number": trial.number,
+                    "key": key,
+                },
+                indent=1,
+            )
+        )
+        return value
+
+    def _finish(
+        self, trial, key: str, run_id: str | None, state, value: float | None, started: float, note: str = ""
+    ) -> str:
+        import optuna
+
+        try:
+            if state.name == "COMPLETE":
+                self.study.tell(trial, value)
+            else:
+                self.study.tell(trial, state=state)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError) as err:
+            self.log(f"trial #{trial.number} {key}: could not record {state.name}: {err}")
+            return "LOST"
+        if run_id:
+            try:
+                self.tracker.finish_trial(run_id, state.name, value)
+            except Exception as err:  # noqa: BLE001 - tracking must not lose the Optuna result
+                self.log(f"trial #{trial.number} {key}: MLflow update failed: {err}")
+        shown = f" value {value:.6g}" if value is not None else ""
+        extra = f" ({note})" if note and state.name != "COMPLETE" else ""
+        self.log(
+            f"trial #{trial.number} {key}: {state.name}{shown} in {time.time() - started:.0f}s{extra} | study: "
+            f"{self.progress().line()}"
+        )
+        return state.name
+
+    def _interrupted(self, trial, key: str, run_id: str | None, note: str) -> None:
+        """Ctrl-C / SIGTERM: close the trial as failed and queue its retry (it resumes later)."""
+        import copy
+
+        from optuna.trial import TrialState
+
+        try:
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.retry(self.study, copy.deepcopy(self.storage.get_trial(trial._trial_id)))
+            if run_id:
+                self.tracker.finish_trial(run_id, "FAIL", None, {"interrupted": note})
+        except Exception:  # noqa: BLE001 - the trial was closed by another worker meanwhile
+            pass
+        self.log(f"trial #{trial.number} {key}: {note}; re-queued")
+
+
+# -- launching ---------------------------------------------------------------------------------
+def best_trial_line(study, direction: str) -> str | None:
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    if not done:
+        return None
+    best = max(done, key=lambda t: t.value) if direction == "maximize" else min(done, key=lambda t: t.value)
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+    return (
+        f"best trial #{best.number} ({trial_key_of(best)}): value {best.value:.6g}; {params}; "
+        f"run dir {best.user_attrs.get('diffexp:run_dir')}; MLflow run {best.user_attrs.get('diffexp:mlflow_run_id')}"
+    )
+
+
+def worker_command(ctx: SweepContext, name: str) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "diffexp.harness.worker",
+        str(ctx.study.path.resolve()),
+        "--run-dir",
+        str(ctx.run_dir),
+        "--storage",
+        ctx.storage.url,
+        "--tracking-uri",
+        ctx.tracking_uri,
+        "--name",
+        name,
+    ]
+    return command + (["--profile", ctx.study.profile] if ctx.study.profile else [])
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def run_sweep(ctx: SweepContext, workers: int = 1, log=print, wait_for_running: bool = True) -> int:
+    """Set the study up, run ``workers`` workers on this machine (subprocesses when > 1), print the
+    study's progress and best trial. Returns 0 when every trial is done, 1 otherwise."""
+    log(f"study {ctx.study.name} ({ctx.study.kind}, {ctx.total} trials) | run dir {ctx.run_dir}")
+    log(f"storage {ctx.storage.display} | MLflow {redact(ctx.tracking_uri)} | {workers} worker(s)")
+    if ctx.storage.path is None and ctx.tracking_uri.startswith("sqlite:"):
+        log(
+            "note: the study is shared but MLflow tracking is local to this machine; pass --tracking-uri "
+            "(an MLflow server) so that every machine's runs land in one experiment"
+        )
+    study = setup_study(ctx, log=log)
+    if workers == 1:
+        try:
+            previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        except ValueError:  # not the main thread
+            previous = None
+        try:
+            Worker(ctx, name="w0", wait_for_running=wait_for_running).run()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    else:
+        if ctx.study.path is None:
+            raise ValueError("several workers need a study file (they re-read it)")
+        procs = [subprocess.Popen(worker_command(ctx, f"w{i}"), env=_subprocess_env()) for i in range(workers)]
+
+        def forward(signum, frame):
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signum)
+
+        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            codes = [p.wait() for p in procs]
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        for i, code in enumerate(codes):
+            if code:
+                log(f"worker w{i} exited with status {code}")
+    progress = study_progress(study, ctx.total, ctx.keys())
+    log(f"study {ctx.study.name}: {progress.line()}")
+    best = best_trial_line(study, ctx.study.spec.objective.direction)
+    if best:
+        log(best)
+    return 0 if progress.failed == 0 and progress.finished else 1
+
+
+def print_status(ctx: SweepContext, log=print) -> int:
+    import optuna
+
+    _quiet_optuna()
+    missing = ValueError(
+        f"no study {ctx.study.name!r} in {ctx.storage.display} yet: run `diffexp sweep {ctx.study.source}` first"
+    )
+    if ctx.storage.path is not None and not ctx.storage.path.exists():
+        raise missing
+    storage = open_storage(ctx.storage, ctx.study.spec.heartbeat_interval, ctx.study.spec.effective_grace_period)
+    try:
+        study = optuna.load_study(study_name=ctx.study.name, storage=storage)
+    except KeyError:
+        raise missing from None
+    log(status_table(study, ctx.keys()))
+    log(f"study {ctx.study.name}: {study_progress(study, ctx.total, ctx.keys()).line()}")
+    best = best_trial_line(study, ctx.study.spec.objective.direction)
+    if best:
+        log(best)
+    return 0
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # the running trial is closed as failed and re-queued
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One worker process: ``python -m diffexp.harness.worker STUDY.yaml --storage URL ...``
+    (what ``diffexp sweep --workers N`` starts; set-up is the launcher's job)."""
+    p = argparse.ArgumentParser(prog="python -m diffexp.harness.worker", description=main.__doc__)
+    p.add_argument("study", type=Path)
+    p.add_argument("--run-dir", type=Path)
+    p.add_argument("--storage")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--name", help="worker name in the log (default host:pid)")
+    p.add_argument("--profile", help="the study file's profile (default: the file as written)")
+    p.add_argument("--no-wait", action="store_true", help="exit when no trial is waiting, even if others still run")
+    args = p.parse_args(argv)
+    ctx = resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri, profile=args.profile)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    Worker(ctx, name=args.name, wait_for_running=not args.no_wait).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

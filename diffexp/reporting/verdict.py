@@ -1,0 +1,321 @@
+"""The verdict: does an exploration strategy beat the baseline on the evaluation set, and by how much?
+
+Per cell (algorithm x task) the evaluation-set curves of every run share their prompts and noise,
+and start with the base model at 0 queries, so a run's *gain* (its value minus the base model's) is
+a paired difference. At the cell's final budget (the smallest last evaluation over its runs) the
+verdict reports, per strategy, with ``s`` the cell's seed-to-seed standard deviation pooled over its
+strategies (``nu = sum(n_i - 1)`` degrees of freedom; it assumes the strategies' seed noise has the
+same spread, and each strategy's own standard deviation is shown beside it):
+
+* the gain over the base model, ``mean ± t(0.975, nu) s / sqrt(n)``; the baseline *learned* when
+  every seed's gain is positive and that interval excludes 0;
+* the difference to the baseline, ``± t(0.975, nu) s sqrt(1/n + 1/n_b)`` (no correction for
+  comparing three strategies with one baseline);
+* the minimum detectable difference: the smallest true difference that test detects with 80%
+  power, ``(t(0.975, nu) + t(0.8, nu)) s sqrt(1/n + 1/n_b)``;
+* reward queries to reach the baseline's final mean value (mean curves, interpolated between
+  evaluations), with a percentile-bootstrap interval over seeds;
+* one sentence saying what that means.
+
+Why t intervals: see :mod:`diffexp.reporting.stats`; the estimators are tested against scipy and
+by simulation (coverage, power) in ``tests/reporting/test_reporting_verdict.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from diffexp.reporting import stats
+from diffexp.reporting.labels import BASELINE, cell_label, strategy_label
+from diffexp.reporting.tables import Curve, decimals, efficiency_table, fmt, fmt_ci, panel_curves
+
+HELDOUT_METRIC = "eval_reward_mean"
+COLUMNS = [
+    "algorithm",
+    "task",
+    "strategy",
+    "metric",
+    "n_runs",
+    "budget",
+    "base",
+    "final",
+    "final_low",
+    "final_high",
+    "gain",
+    "gain_low",
+    "gain_high",
+    "gain_min",
+    "seeds_gained",
+    "seed_std",
+    "pooled_std",
+    "dof",
+    "baseline_learned",
+    "diff",
+    "diff_low",
+    "diff_high",
+    "mde",
+    "queries",
+    "queries_low",
+    "queries_high",
+    "verdict",
+]
+
+
+def run_values(curves: list[Curve], budget: float) -> tuple[np.ndarray, np.ndarray]:
+    """(value at ``budget``, value at 0 queries) of each run (NaN where a run has no such point)."""
+    final = np.array([stats.value_at(*c.xy, budget) for c in curves], dtype=float)
+    base = np.array([c.values[c.steps == 0][0] if (c.steps == 0).any() else np.nan for c in curves], dtype=float)
+    return final, base
+
+
+def learned(gains: np.ndarray, sigma: float, dof: int) -> bool:
+    """Every seed gained, and the (pooled) t interval of the mean gain lies above 0."""
+    gains = gains[~np.isnan(gains)]
+    est = stats.pooled_t_interval(gains, sigma, dof)
+    return bool(gains.size >= 2 and (gains > 0).all() and est.low > 0)
+
+
+def sentence(strategy: str, row: dict, digits: int) -> str:
+    """The plain-language verdict of one row."""
+    budget = f"{row['budget']:,.0f} queries"
+    gain = fmt_ci(row["gain"], row["gain_low"], row["gain_high"], digits)
+    if math.isnan(row["gain"]):
+        return "no base-model evaluation (0 queries) was logged, so no gain can be measured"
+    if strategy == BASELINE:
+        if row["baseline_learned"]:
+            return f"the baseline learned: {_signed(gain)} over the base model at {budget}"
+        why = "; not every seed gained" if row["gain_low"] > 0 else ""
+        return f"the baseline did not learn at this budget ({_signed(gain)} over the base model at {budget}{why})"
+    if not row["baseline_learned"]:
+        return "the baseline did not learn at this budget; no comparison is possible"
+    diff = fmt_ci(row["diff"], row["diff_low"], row["diff_high"], digits)
+    if row["diff_low"] > 0:
+        return f"{strategy_label(strategy)} higher than the baseline by {diff} at {budget}"
+    if row["diff_high"] < 0:
+        lower = fmt_ci(-row["diff"], -row["diff_high"], -row["diff_low"], digits)
+        return f"{strategy_label(strategy)} lower than the baseline by {lower} at {budget}"
+    return (
+        f"no difference detected at {budget} ({_signed(diff)}; this many seeds detect a difference of "
+        f"{fmt(row['mde'], digits)} or more)"
+    )
+
+
+def _signed(text: str) -> str:
+    return text if text.startswith("-") or text == "–" else "+" + text
+
+
+def verdict_table(
+    metrics: pd.DataFrame, metric: str = HELDOUT_METRIC, reps: int = stats.DEFAULT_REPS, seed: int = 0
+) -> pd.DataFrame:
+    """One row per cell x strategy (baseline first): the verdict's numbers and sentence."""
+    rows = []
+    efficiency = efficiency_table(metrics, metric, reps=reps, seed=seed).set_index(["algorithm", "task", "strategy"])
+    for (algorithm, task), by_strategy in panel_curves(metrics, metric).items():
+        budget = min(c.steps.max() for curves in by_strategy.values() for c in curves)
+        values = {s: run_values(curves, budget) for s, curves in by_strategy.items()}
+        finals = {s: v[0] for s, v in values.items()}
+        seed_std, dof = stats.pooled_std(finals.values())
+        base_gains = values[BASELINE][0] - values[BASELINE][1] if BASELINE in values else np.array([np.nan])
+        base_learned = learned(base_gains, seed_std, dof)
+        digits = decimals([np.nanmean(v) for v in finals.values()] + [seed_std])
+        digits = max(digits, 2)
+        for strategy, (final, base) in values.items():
+            gains = final - base
+            est_final, est_gain = (
+                stats.pooled_t_interval(final, seed_std, dof),
+                stats.pooled_t_interval(gains, seed_std, dof),
+            )
+            if strategy == BASELINE or BASELINE not in finals:
+                diff = stats.Estimate(float("nan"), float("nan"), float("nan"))
+                mde = float("nan")
+            else:
+                diff = stats.pooled_difference_interval(final, finals[BASELINE], seed_std, dof)
+                mde = stats.minimum_detectable_difference(
+                    seed_std, int((~np.isnan(final)).sum()), int((~np.isnan(finals[BASELINE])).sum()), dof
+                )
+            key = (algorithm, task, strategy)
+            eff = efficiency.loc[key] if key in efficiency.index else None
+            row = {
+                "algorithm": algorithm,
+                "task": task,
+                "strategy": strategy,
+                "metric": metric,
+                "n_runs": int((~np.isnan(final)).sum()),
+                "budget": float(budget),
+                "base": float(np.nanmean(base)) if not np.isnan(base).all() else float("nan"),
+                "final": est_final.point,
+                "final_low": est_final.low,
+                "final_high": est_final.high,
+                "gain": est_gain.point,
+                "gain_low": est_gain.low,
+                "gain_high": est_gain.high,
+                "gain_min": float(np.nanmin(gains)) if not np.isnan(gains).all() else float("nan"),
+                "seeds_gained": int((gains > 0).sum()),
+                "seed_std": float(np.nanstd(final, ddof=1)) if (~np.isnan(final)).sum() > 1 else float("nan"),
+                "pooled_std": seed_std,
+                "dof": dof,
+                "baseline_learned": base_learned,
+                "diff": diff.point,
+                "diff_low": diff.low,
+                "diff_high": diff.high,
+                "mde": mde,
+                "queries": float("nan") if eff is None else float(eff["queries"]),
+                "queries_low": float("nan") if eff is None else float(eff["ci_low"]),
+                "queries_high": float("nan") if eff is None else float(eff["ci_high"]),
+            }
+            row["verdict"] = sentence(strategy, row, digits)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def cell_sentences(verdict: pd.DataFrame) -> list[str]:
+    """One line per cell for the top of the page: did the baseline learn, which arms differ."""
+    out = []
+    for (algorithm, task), cell in verdict.groupby(["algorithm", "task"], sort=False):
+        base = cell[cell["strategy"] == BASELINE]
+        head = f"{cell_label(algorithm, task)}: "
+        if base.empty:
+            out.append(head + "no baseline runs, so no comparison.")
+            continue
+        b = base.iloc[0]
+        if not b["baseline_learned"]:
+            out.append(head + b["verdict"] + "; no comparison is possible.")
+            continue
+        arms = cell[cell["strategy"] != BASELINE]
+        detected = [r["verdict"] for _, r in arms.iterrows() if not r["verdict"].startswith("no difference")]
+        if detected:
+            out.append(head + b["verdict"] + "; " + "; ".join(detected) + ".")
+        else:
+            mde = arms["mde"].dropna()
+            digits = max(2, decimals(list(arms["final"]) + list(mde)))
+            limit = f" (differences of {fmt(mde.max(), digits)} or more would be detected)" if not mde.empty else ""
+            out.append(head + b["verdict"] + f"; no strategy differs detectably from it{limit}.")
+    return out
+
+
+def display_table(verdict: pd.DataFrame) -> pd.DataFrame:
+    """The verdict as the page and LaTeX show it."""
+    rows = []
+    for (algorithm, task), cell in verdict.groupby(["algorithm", "task"], sort=False):
+        digits = max(2, decimals(list(cell["final"]) + list(cell["seed_std"])))
+        for _, r in cell.iterrows():
+            rows.append(
+                {
+                    "Cell": cell_label(algorithm, task),
+                    "Strategy": strategy_label(r["strategy"]),
+                    "Seeds": str(r["n_runs"]),
+                    "Base model": fmt(r["base"], digits),
+                    "Final": fmt_ci(r["final"], r["final_low"], r["final_high"], digits),
+                    "Gain over base": _signed(fmt_ci(r["gain"], r["gain_low"], r["gain_high"], digits))
+                    + ("" if math.isnan(r["gain"]) else f" ({r['seeds_gained']}/{r['n_runs']} seeds > 0)"),
+                    "Seed std": fmt(r["seed_std"], digits),
+                    "Δ vs baseline": "–"
+                    if r["strategy"] == BASELINE
+                    else _signed(fmt_ci(r["diff"], r["diff_low"], r["diff_high"], digits)),
+                    "Detectable Δ": "–" if r["strategy"] == BASELINE else fmt(r["mde"], digits),
+                    "Queries to baseline's final": fmt_ci(r["queries"], r["queries_low"], r["queries_high"], 0)
+                    if r["baseline_learned"]
+                    else "–",
+                    "Verdict": r["verdict"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def outcome_metrics(metrics: pd.DataFrame) -> list[str]:
+    """Held-out quantities besides the learned reward: ground truths, other rewards, diversity."""
+    names = set(metrics["metric"])
+    gts = sorted(m for m in names if m.startswith("eval_gt_"))
+    scores = sorted(m for m in names if m.startswith("eval_score_"))
+    return gts + scores + [m for m in ("eval_vendi", "eval_diversity") if m in names]
+
+
+def outcome_table(metrics: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
+    """Per cell x strategy x quantity: the base model's value, the final value and the gain at the
+    cell's final budget (the same budget as the verdict's), t intervals with the pooled seed std. A cell's own
+    training reward is left out of the other rewards (``eval_score_<its reward>``)."""
+    names = outcome_metrics(metrics) if names is None else names
+    rows = []
+    budgets = {
+        key: min(c.steps.max() for cs in by.values() for c in cs)
+        for key, by in panel_curves(metrics, HELDOUT_METRIC).items()
+    }
+    for metric in names:
+        for (algorithm, task), by_strategy in panel_curves(metrics, metric).items():
+            own = metrics.loc[(metrics["algorithm"] == algorithm) & (metrics["task"] == task), "reward"].iloc[0]
+            if metric == f"eval_score_{own}":
+                continue
+            budget = budgets.get((algorithm, task), min(c.steps.max() for cs in by_strategy.values() for c in cs))
+            values = {strategy: run_values(curves, budget) for strategy, curves in by_strategy.items()}
+            sigma, dof = stats.pooled_std(v[0] for v in values.values())
+            for strategy, (final, base) in values.items():
+                est_final, est_gain = (
+                    stats.pooled_t_interval(final, sigma, dof),
+                    stats.pooled_t_interval(final - base, sigma, dof),
+                )
+                rows.append(
+                    {
+                        "algorithm": algorithm,
+                        "task": task,
+                        "strategy": strategy,
+                        "metric": metric,
+                        "budget": budget,
+                        "base": float(np.nanmean(base)) if not np.isnan(base).all() else float("nan"),
+                        "final": est_final.point,
+                        "final_low": est_final.low,
+                        "final_high": est_final.high,
+                        "gain": est_gain.point,
+                        "gain_low": est_gain.low,
+                        "gain_high": est_gain.high,
+                        "n_runs": len(by_strategy[strategy]),
+                    }
+                )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "algorithm",
+            "task",
+            "strategy",
+            "metric",
+            "budget",
+            "base",
+            "final",
+            "final_low",
+            "final_high",
+            "gain",
+            "gain_low",
+            "gain_high",
+            "n_runs",
+        ],
+    )
+
+
+def outcome_display(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """Cell x strategy rows, one column per quantity: 'base -> final (gain [CI])'."""
+    from diffexp.reporting.labels import metric_label
+
+    if outcomes.empty:
+        return pd.DataFrame()
+    rows: dict[tuple[str, str, str], dict[str, str]] = {}
+    for metric, part in outcomes.groupby("metric", sort=False):
+        digits = max(2, decimals(part["final"]))
+        for _, r in part.iterrows():
+            cell = rows.setdefault((r["algorithm"], r["task"], r["strategy"]), {})
+            cell[metric_label(metric)] = (
+                f"{fmt(r['base'], digits)} → {fmt(r['final'], digits)} "
+                f"({_signed(fmt_ci(r['gain'], r['gain_low'], r['gain_high'], digits))})"
+            )
+    columns = list(dict.fromkeys(metric_label(m) for m in outcomes["metric"]))
+    out = []
+    for (algorithm, task, strategy), values in rows.items():
+        out.append(
+            {
+                "Cell": cell_label(algorithm, task),
+                "Strategy": strategy_label(strategy),
+                **{c: values.get(c, "–") for c in columns},
+            }
+        )
+    return pd.DataFrame(out)
