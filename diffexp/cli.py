@@ -78,18 +78,44 @@ def render_grid(
 
 def _run_sample(args: argparse.Namespace) -> int:
     import yaml
+    from pydantic import ValidationError
 
+    from diffexp.algorithms.config import format_validation_error
     from diffexp.exploration import ExplorationConfig
     from diffexp.models import get_pipeline
+    from diffexp.prompts.weighting import validate
 
+    for name in ("per_prompt", "steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.out.is_dir() or args.out.suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out} must be the path of a .png file (it is written after sampling)")
     prompts = list(args.prompts or [])
     if args.prompts_file:
+        if not args.prompts_file.is_file():
+            raise ValueError(f"--prompts-file {args.prompts_file} is not a file; give a text file, one prompt a line")
         prompts += [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
     if not prompts:
-        raise SystemExit("diffexp sample: give at least one --prompt or a --prompts-file")
+        raise ValueError("give at least one --prompt or a --prompts-file")
+    for prompt in prompts:
+        validate(prompt)  # a syntax error before the model loads
     if args.exploration_config:
-        data = yaml.safe_load(args.exploration_config.read_text()) or {}
-        config = ExplorationConfig(**data.get("exploration", data))
+        if not args.exploration_config.is_file():
+            raise ValueError(f"--exploration-config {args.exploration_config} is not a file")
+        try:
+            data = yaml.safe_load(args.exploration_config.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"--exploration-config {args.exploration_config} is not valid YAML: {err}") from None
+        data = data.get("exploration", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"--exploration-config {args.exploration_config} must hold a mapping (an `exploration:` section or "
+                f"its fields), got {type(data).__name__}"
+            )
+        try:
+            config = ExplorationConfig(**data)
+        except ValidationError as err:
+            raise ValueError(format_validation_error(err, str(args.exploration_config))) from None
     else:
         config = ExplorationConfig(strategy=args.strategy, guidance_scale=args.guidance_scale)
     pipe = get_pipeline(args.pipeline, dtype=args.dtype, device=args.device)
@@ -138,13 +164,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train",
         help="fine-tune with DDPO or AlignProp under an exploration strategy",
         description="Run DDPO or AlignProp from a YAML config (see experiments/) with optional overrides. "
-        "Re-running a run (same run.output_dir/run.name) resumes from its last checkpoint. "
+        "Re-running a run (same run.output_dir/run.name) resumes from its last checkpoint, if its config is "
+        "the same run's (a longer run.num_epochs, another eval cadence, loggers or threads may change); "
+        "one training at a time holds a run directory. "
         "Use --print-config to see every field with its default and meaning.",
         epilog="example: diffexp train --config experiments/embedded/ddpo.yaml exploration.strategy=diffexp run.seed=1",
     )
     p.add_argument("--config", type=Path, help="YAML run config")
     p.add_argument("--algorithm", help="a registered algorithm, e.g. ddpo or alignprop (overrides the config's)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument(
+        "--restart",
+        "--no-resume",
+        dest="restart",
+        action="store_true",
+        help="start the run over, discarding its checkpoint (its curve restarts too)",
+    )
     p.add_argument(
         "--print-config", action="store_true", help="print the resolved config as YAML (with field docs) and exit"
     )
@@ -164,9 +198,46 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(describe_config(config))
         return 0
+    from diffexp.algorithms.base import NonFiniteError
     from diffexp.algorithms.runner import run
+    from diffexp.algorithms.stopping import TrainingStopped
 
-    run(config, resume=not args.no_resume)
+    try:
+        run(config, resume=not args.restart)
+    except TrainingStopped as stop:
+        print(f"diffexp train: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    except NonFiniteError as err:
+        print(f"diffexp train: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a trained run's adapter in the diffusers LoRA format (and optionally a merged pipeline)",
+        description="Export RUN_DIR (run.output_dir/run.name) for plain diffusers: "
+        "OUT/pytorch_lora_weights.safetensors loads with pipe.load_lora_weights(OUT) on the run's base model; "
+        "--merge also writes OUT/pipeline, a full pipeline with the adapter merged in, for from_pretrained. "
+        "The file is loaded back and checked before the command succeeds.",
+    )
+    p.add_argument("run_dir", type=Path, help="the run directory (holds config.yaml and checkpoints/last.ckpt)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--merge", action="store_true", help="also write a merged pipeline (OUT/pipeline)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from diffexp.algorithms.export import export_run
+
+    result = export_run(args.run_dir, args.out, merge=args.merge)
+    print(f"exported {args.run_dir} ({result.reward_queries} reward queries) to {result.out}")
+    if result.lora:
+        print(f"  LoRA: {result.lora}  (pipe = <Pipeline>.from_pretrained({result.base_model!r}); ")
+        print(f"        pipe.load_lora_weights({str(result.out)!r}))")
+    if result.merged:
+        print(f"  merged pipeline: {result.merged}  (<Pipeline>.from_pretrained({str(result.merged)!r}))")
     return 0
 
 
@@ -189,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_strategy_grids(sub)
     _add_train(sub)
+    _add_export(sub)
     add_ablation_command(sub)
     add_sweep_command(sub)
     add_report_command(sub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -13,6 +14,25 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """(B, 3, H, W) tensors in [0, 1] -> PIL images."""
     array = (images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     return [Image.fromarray(a) for a in array]
+
+
+@lru_cache(maxsize=1)
+def _caption_font() -> tuple[ImageFont.FreeTypeFont, frozenset[int]]:
+    """DejaVu Sans (shipped with matplotlib: accents, Greek, Cyrillic, symbols) and the code points
+    it draws; Pillow's default font draws boxes for most characters outside ASCII."""
+    from pathlib import Path
+
+    import matplotlib
+    from matplotlib.ft2font import FT2Font
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return ImageFont.truetype(str(path), 10), frozenset(FT2Font(str(path)).get_charmap())
+
+
+def drawable(text: str) -> str:
+    """``text`` with each character the caption font cannot draw (emoji, most CJK) shown as '?'."""
+    covered = _caption_font()[1]
+    return "".join(ch if ord(ch) in covered or ch in "\n\t" else "?" for ch in text)
 
 
 def captioned_grid(
@@ -27,7 +47,7 @@ def captioned_grid(
     pil = to_pil(images) if isinstance(images, torch.Tensor) else list(images)
     if len(pil) != len(captions):
         raise ValueError(f"{len(pil)} images but {len(captions)} captions")
-    font = ImageFont.load_default(size=11)
+    font = _caption_font()[0]
     line_height = 13
     chars = max(8, cell // 6)
     rows = (len(pil) + ncols - 1) // ncols
@@ -37,7 +57,7 @@ def captioned_grid(
     for i, (image, caption) in enumerate(zip(pil, captions)):
         x, y = (i % ncols) * cell, (i // ncols) * height
         grid.paste(image.resize((cell, cell), Image.NEAREST), (x, y))
-        lines = textwrap.wrap(caption, chars)[:caption_lines]
+        lines = textwrap.wrap(drawable(caption), chars)[:caption_lines]
         for j, line in enumerate(lines):
             draw.text((x + 3, y + cell + 3 + j * line_height), line, fill="black", font=font)
     return grid

@@ -125,6 +125,8 @@ class AlignProp(RewardFinetuningModule):
     """Each sampling batch is one round of the template: sample with gradients, reward, backward;
     an optimiser step every ``train.gradient_accumulation_steps`` rounds."""
 
+    ALGORITHM_METRICS = ("loss", "truncation_k_mean", "grad_norm")
+
     def __init__(self, config: AlignPropConfig):
         super().__init__(config)
         if not self.reward_fn.differentiable:
@@ -161,5 +163,5 @@ class AlignProp(RewardFinetuningModule):
         if (round_index + 1) % t.gradient_accumulation_steps == 0:
             self.sync_gradients()
             out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm).item()
-            self.step_optimizer()
+            self.step_optimizer(f"batch {round_index}, optimiser step")
         return out

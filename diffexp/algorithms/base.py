@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from diffexp.algorithms.stopping import raise_if_stop_requested
 from diffexp.evaluation import (
     EVAL_IMAGE_DIR,
     build_evaluator,
@@ -96,6 +97,29 @@ class RewardFinetuningModule(L.LightningModule):
     cadence and logging against reward queries. ``generate`` returns samples with ``prompts`` (the
     original ones) and ``images``; ``update`` returns metrics, averaged over the rounds.
     """
+
+    #: what every run logs (an algorithm adds its own in ``ALGORITHM_METRICS``)
+    BASE_METRICS = (
+        *("reward_mean", "reward_std", "reward_max", "reward_min", "diversity", "reward_prompt_mean_std"),
+        *("num_unique_prompts", "time_sampling", "time_reward", "time_update", "reward_queries", "eval_samples"),
+        *("epoch", "eval_reward_mean", "eval_reward_std", "eval_diversity"),
+    )
+    ALGORITHM_METRICS: tuple[str, ...] = ()
+
+    @classmethod
+    def metric_names(cls, config) -> set[str] | None:
+        """Every metric a run of ``config`` logs, or None when an evaluator does not declare its own."""
+        from diffexp.evaluation import evaluator_metrics
+
+        names = {*cls.BASE_METRICS, *cls.ALGORITHM_METRICS}
+        own = None if config.reward.weights else config.reward.name
+        names |= {f"eval_score_{r}" for r in config.run.eval_rewards if r != own}
+        for evaluator in dict.fromkeys([*evaluators_for_prompt_set(config.prompts.set), *config.run.evaluators]):
+            declared = evaluator_metrics(evaluator)
+            if declared is None:
+                return None
+            names |= set(declared)
+        return names
 
     def __init__(self, config):
         super().__init__()
@@ -176,7 +200,11 @@ class RewardFinetuningModule(L.LightningModule):
     def make_sampler(self) -> TrajectorySampler:
         s = self.config.sample
         return TrajectorySampler(
-            self.pipe, num_steps=s.num_steps, eta=s.eta, gradient_checkpointing=self.gradient_checkpointing
+            self.pipe,
+            num_steps=s.num_steps,
+            eta=s.eta,
+            gradient_checkpointing=self.gradient_checkpointing,
+            on_step=lambda: raise_if_stop_requested(f"epoch {self.current_epoch}, a sampling step"),
         )
 
     @property
@@ -194,8 +222,12 @@ class RewardFinetuningModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         """A fresh run evaluates the base model first (the 0-query point of every held-out curve)."""
-        if self.reward_queries:
-            return  # resumed: the base model was evaluated by the first attempt
+        if self.reward_queries:  # resumed: the base model was evaluated by the first attempt
+            if self.global_rank == 0:
+                for logger in self.loggers:
+                    if hasattr(logger, "recover"):
+                        logger.recover(getattr(self, "_held_back_metrics", []))
+            return
         if self.global_rank == 0:
             for logger in self.loggers:  # a fresh start replaces the rows of an attempt that left no checkpoint
                 if hasattr(logger, "truncate_after"):
@@ -226,9 +258,22 @@ class RewardFinetuningModule(L.LightningModule):
         return rewards
 
     def check_finite(self, loss: torch.Tensor, step: str) -> None:
+        """Every loss is checked (and a requested stop honoured) before its backward pass."""
+        raise_if_stop_requested(f"epoch {self.current_epoch}, {step}")
         if not torch.isfinite(loss):
             raise NonFiniteError(
                 f"epoch {self.current_epoch}, {step}: loss is {loss.item()} (reward {self.config.reward.name!r})"
+            )
+
+    def check_finite_weights(self, step: str) -> None:
+        """All trainable weights finite (one fused norm per step: cheap next to a UNet call)."""
+        norms = torch._foreach_norm([p.detach() for p in self.trainable])
+        if not bool(torch.isfinite(torch.stack(norms)).all()):
+            bad = sum(int((~torch.isfinite(p.detach())).sum()) for p in self.trainable)
+            raise NonFiniteError(
+                f"epoch {self.current_epoch}, {step}: {bad} trainable weights are non-finite after the optimiser "
+                f"step (reward {self.config.reward.name!r}, learning rate {self.config.train.learning_rate:g}); the "
+                "checkpoint on disk is the last finite one"
             )
 
     @property
@@ -311,6 +356,11 @@ class RewardFinetuningModule(L.LightningModule):
         traj = self.sample_without_exploration(prompts, torch.Generator().manual_seed(run.eval_seed))
         self.eval_samples += len(traj)
         rewards = self.reward_fn(traj.images, traj.prompts)
+        if not torch.isfinite(rewards).all():
+            raise NonFiniteError(
+                f"epoch {self.current_epoch}, evaluation: reward {self.config.reward.name!r} returned "
+                f"{int((~torch.isfinite(rewards)).sum())} non-finite values on the evaluation set"
+            )
         metrics = {
             "eval_reward_mean": rewards.mean().item(),
             "eval_reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
@@ -427,13 +477,15 @@ class RewardFinetuningModule(L.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-    def step_optimizer(self) -> None:
-        """One step of the optimiser (gradients already synced and clipped), then of the warm-up, if any."""
+    def step_optimizer(self, step: str = "optimiser step") -> None:
+        """One step of the optimiser (gradients already synced and clipped), then of the warm-up, if
+        any; the weights it leaves must be finite."""
         optimizer = self.optimizers()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if self.config.train.lr_warmup_steps:
             self.lr_schedulers().step()
+        self.check_finite_weights(step)
 
     # -- checkpoint state: trainable weights, counters, stat tracker, every RNG ----------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -441,8 +493,17 @@ class RewardFinetuningModule(L.LightningModule):
             trainable = lora_state_dict(self.unet)  # peft's key names; restored in on_load_checkpoint
         else:
             trainable = {f"unet.{k}": v for k, v in self.unet.state_dict().items()}
+        if not all(bool(torch.isfinite(v).all()) for v in trainable.values()):  # never a NaN "last good" state
+            raise NonFiniteError(f"epoch {self.current_epoch}: refusing to checkpoint non-finite trainable weights")
         checkpoint["state_dict"] = {k: v.detach().cpu() for k, v in trainable.items()}
+        held_back = [  # see RunMLFlowLogger.recover: a kill between this write and the commit loses nothing
+            {"metrics": dict(m), "step": int(step)}
+            for logger in self.loggers
+            for m, step in getattr(logger, "pending", [])
+        ]
         checkpoint["diffexp"] = {
+            "config": json.dumps(self.config.model_dump(mode="json")),
+            "held_back_metrics": held_back,
             "reward_queries": self.reward_queries,
             "sample_generator": self.sample_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -466,6 +527,7 @@ class RewardFinetuningModule(L.LightningModule):
             self.load_trainable(checkpoint["state_dict"])
             checkpoint["state_dict"] = {}
         self.reward_queries = int(state["reward_queries"])
+        self._held_back_metrics = [(m["metrics"], m["step"]) for m in state.get("held_back_metrics", [])]
         if self._trainer is not None and self.global_rank == 0:
             for logger in self.loggers:  # epochs past the checkpoint are re-run: drop their rows
                 if hasattr(logger, "truncate_after"):

@@ -27,14 +27,18 @@ class AtomicLastCheckpoint(L.Callback):
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
+            for logger in trainer.loggers:  # the epochs up to here are now durable: log them
+                if hasattr(logger, "commit"):
+                    logger.commit()
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from; the message names the file and what to do."""
 
 
-def verify_checkpoint(path: str | Path) -> None:
-    """Refuse a checkpoint that is truncated or holds pickled code, before Lightning reads it.
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's contents (tensors memory-mapped), refusing one that is truncated or holds
+    pickled code, before Lightning reads it.
 
     Loading with ``weights_only=True`` never runs code from the file (a payload is an error here);
     ``mmap`` maps the tensors instead of reading them, so the check costs little before the real load.
@@ -53,3 +57,9 @@ def verify_checkpoint(path: str | Path) -> None:
         ) from None
     if not isinstance(state, dict) or "diffexp" not in state:
         raise CheckpointError(f"cannot resume from {path}: not a diffexp training checkpoint (no 'diffexp' state)")
+    return state
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """:func:`read_checkpoint`, for its check only."""
+    read_checkpoint(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from diffexp.exploration import ExplorationConfig
 from diffexp.models.lora import LoraSettings
@@ -22,7 +22,7 @@ from diffexp.models.lora import LoraSettings
 class StrictConfig(BaseModel):
     """A config section: unknown keys and bad assignments are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # lr=inf is an error
 
 
 class ModelConfig(StrictConfig):
@@ -132,6 +132,13 @@ class RunConfig(StrictConfig):
         description="TF32 matmuls/convolutions on Ampere+ GPUs: faster, but DDPO's replayed PPO ratio then "
         "deviates ~2e-5 from 1 (1.2e-7 without, measured on an H100)",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str) -> str:
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise ValueError(f"{name!r} must be one folder name inside run.output_dir (no '/', '..' or empty)")
+        return name
 
 
 class TrainConfig(StrictConfig):

@@ -160,6 +160,11 @@ def cat_trajectories(parts: list[Trajectory]) -> Trajectory:
 
 @register_algorithm("ddpo", DDPOConfig)
 class DDPO(RewardFinetuningModule):
+    ALGORITHM_METRICS = (
+        *("loss", "approx_kl", "clipfrac", "ratio", "grad_norm", "first_step_ratio_max_dev", "cfg_scale_mean"),
+        "ddp_param_divergence",
+    )
+
     def __init__(self, config: DDPOConfig):
         super().__init__(config)
         st = config.train.stat_tracking
@@ -256,7 +261,7 @@ class DDPO(RewardFinetuningModule):
                     self.sync_gradients()
                     grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm)
                     infos.setdefault("grad_norm", []).append(grad_norm.item())
-                    self.step_optimizer()
+                    self.step_optimizer(f"update (inner epoch {inner}, minibatch {mb_index})")
         out = {k: float(np.mean(v)) for k, v in infos.items() if v}
         out["first_step_ratio_max_dev"] = float(first_ratio_dev)
         out["cfg_scale_mean"] = traj.guidance_scales.mean().item()

@@ -1,17 +1,28 @@
-"""Build a Lightning Trainer for a run config and run it (resuming from the last checkpoint)."""
+"""Build a Lightning Trainer for a run config and run it (resuming from the last checkpoint).
+
+The run directory is locked and its config checked before anything in it changes
+(``run_directory``); the MLflow run is resumed by id (``mlflow_run``); SIGTERM and Ctrl-C stop
+at the next step (``stopping``).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.loggers import MLFlowLogger
 
-from diffexp.algorithms.checkpointing import AtomicLastCheckpoint, verify_checkpoint
+from diffexp.algorithms.checkpointing import AtomicLastCheckpoint, read_checkpoint
 from diffexp.algorithms.csv_logging import ResumableCSVLogger
+from diffexp.algorithms.mlflow_run import RunMLFlowLogger, build_mlflow_logger, default_tracking_uri
+from diffexp.algorithms.run_directory import CONFIG_NAME, RunDirectory, RunDirectoryError, run_path
+from diffexp.algorithms.stopping import stop_on_signals
+
+__all__ = ["RunMLFlowLogger", "build_module", "default_tracking_uri", "run"]
 
 
 def build_module(config):
@@ -21,50 +32,12 @@ def build_module(config):
     return get_algorithm(config.algorithm).module_class(config)
 
 
-def default_tracking_uri(output_dir: str | Path) -> str:
-    """MLflow's SQLite store inside the output directory (the ``file:`` store is deprecated)."""
-    return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
-
-
-class RunMLFlowLogger(MLFlowLogger):
-    """Lightning's MLflow logger, which a sweep worker can detach from a run it no longer owns:
-    when the harness declares a worker dead and re-runs its trial into the same MLflow run, the
-    old worker must neither log into that run nor mark it FAILED on its way out."""
-
-    detached = False
-
-    def detach(self) -> None:
-        self.detached = True
-
-    def log_metrics(self, metrics, step=None) -> None:
-        if not self.detached:
-            super().log_metrics(metrics, step)
-
-    def log_hyperparams(self, params) -> None:
-        if not self.detached:
-            super().log_hyperparams(params)
-
-    def finalize(self, status: str = "success") -> None:
-        if not self.detached:
-            super().finalize(status)
-
-
-def build_loggers(config, run_dir: Path) -> list:
+def build_loggers(config, directory: RunDirectory, resumed: bool) -> list:
     loggers = []
     if "csv" in config.run.loggers:
-        loggers.append(ResumableCSVLogger(save_dir=str(run_dir), name="", version="csv"))
+        loggers.append(ResumableCSVLogger(save_dir=str(directory.path), name="", version="csv"))
     if "mlflow" in config.run.loggers:
-        uri = config.run.mlflow_tracking_uri or default_tracking_uri(config.run.output_dir)
-        tags = {"algorithm": config.algorithm, "strategy": config.exploration.strategy, **config.run.mlflow_tags}
-        loggers.append(
-            RunMLFlowLogger(
-                experiment_name=config.run.mlflow_experiment or config.run.name,
-                tracking_uri=uri,
-                run_name=config.run.name,
-                run_id=config.run.mlflow_run_id,
-                tags=None if config.run.mlflow_run_id else tags,
-            )
-        )
+        loggers.append(build_mlflow_logger(config, directory, resumed))
     return loggers
 
 
@@ -73,16 +46,58 @@ def print_batch_arithmetic(config) -> None:
         print(config.batch_arithmetic_text())
 
 
-def run(config, resume: bool = True, extra_callbacks: list | None = None):
-    """Train; returns the fitted module. Re-running with the same name resumes from ``last.ckpt``."""
+def is_primary_process() -> bool:
+    """False in the processes Lightning's DDP launcher starts for ranks > 0 (they re-run the script)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def configure_threads(config) -> None:
+    """``run.threads``, or on CPU with several DDP processes an equal share of the cores each."""
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
+    elif config.run.devices > 1 and (config.run.accelerator == "cpu" or not torch.cuda.is_available()):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.run.devices))
+
+
+def check_accelerator(config) -> None:
+    if config.run.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise RunDirectoryError(
+            f"run.accelerator={config.run.accelerator} but torch sees no CUDA GPU (torch {torch.__version__}, "
+            f"CUDA build {torch.version.cuda}); use run.accelerator=cpu, or auto to take a GPU when there is one"
+        )
+
+
+def stored_config(directory_path: Path, checkpoint: dict) -> dict | None:
+    """The config a checkpoint was trained with (older checkpoints: the directory's ``config.yaml``)."""
+    text = checkpoint["diffexp"].get("config")
+    if text:
+        return json.loads(text)
+    record = directory_path / CONFIG_NAME
+    return yaml.safe_load(record.read_text()) if record.is_file() else None
+
+
+def run(config, resume: bool = True, extra_callbacks: list | None = None, lock_timeout: float = 0):
+    """Train; returns the fitted module. Re-running with the same name resumes from ``last.ckpt``;
+    ``resume=False`` starts the run over (its checkpoint is discarded). ``lock_timeout``: seconds to
+    wait for another training that holds the run directory (default: refuse at once)."""
+    check_accelerator(config)
+    configure_threads(config)
     # cuDNN convolutions default to TF32; the replayed minibatches of DDPO then round differently.
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = config.run.allow_tf32
     L.seed_everything(config.run.seed, workers=True, verbose=False)
-    run_dir = Path(config.run.output_dir) / config.run.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    path = run_path(config)
+    primary = is_primary_process()
+    with RunDirectory.open(config, primary, lock_timeout) as directory:
+        last = path / "checkpoints" / "last.ckpt"
+        resuming = resume and last.exists()  # read under the lock: a holder before may just have written it
+        directory.check_and_record(config, stored_config(path, read_checkpoint(last)) if resuming else None)
+        if not resume and directory.primary:  # a restart: nothing of the old run may be resumed later
+            shutil.rmtree(path / "checkpoints", ignore_errors=True)
+            directory.forget_mlflow_run()
+        return _fit(config, directory, str(last) if resuming else None, extra_callbacks)
+
+
+def _fit(config, directory: RunDirectory, ckpt_path: str | None, extra_callbacks: list | None):
     module = build_module(config)
     if config.run.devices > 1:
         from lightning.pytorch.strategies import DDPStrategy
@@ -92,30 +107,27 @@ def run(config, resume: bool = True, extra_callbacks: list | None = None):
         strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=False)
     else:
         strategy = "auto"
-    checkpoints = AtomicLastCheckpoint(run_dir / "checkpoints", every_n_epochs=config.run.save_every)
+    checkpoints = AtomicLastCheckpoint(directory.path / "checkpoints", every_n_epochs=config.run.save_every)
     trainer = L.Trainer(
         max_epochs=config.run.num_epochs,
         accelerator=config.run.accelerator,
         devices=config.run.devices,
         strategy=strategy,
         precision=config.run.precision,
-        logger=build_loggers(config, run_dir) or False,
+        logger=build_loggers(config, directory, resumed=ckpt_path is not None) or False,
         callbacks=[checkpoints, *(extra_callbacks or [])],
         num_sanity_val_steps=0,
         enable_checkpointing=False,  # AtomicLastCheckpoint does it
         deterministic=config.run.deterministic,
         enable_model_summary=False,
         log_every_n_steps=1,
-        default_root_dir=str(run_dir),
+        default_root_dir=str(directory.path),
     )
-    last = run_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if resume and last.exists() else None
-    if ckpt_path:
-        verify_checkpoint(ckpt_path)
     if trainer.is_global_zero:
         print_batch_arithmetic(config)
         if ckpt_path:
             print(f"resuming from {ckpt_path}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+    with stop_on_signals():
+        trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
     return module

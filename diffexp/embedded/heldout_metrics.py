@@ -19,7 +19,11 @@ from diffexp.evaluation import register_evaluator, within_prompt_vendi
 EVALUATOR = "embedded_world"
 
 
-@register_evaluator(EVALUATOR, prompt_sets=("embedded_objects", "embedded_relations"))
+@register_evaluator(
+    EVALUATOR,
+    prompt_sets=("embedded_objects", "embedded_relations"),
+    metrics=("eval_gt_accuracy", "eval_gt_aesthetic", "eval_vendi"),
+)
 class WorldEvaluator:
     def __init__(self):
         self._clip = None

@@ -8,6 +8,7 @@ from diffexp.evaluation.evaluators import (
     EVALUATORS,
     Evaluator,
     build_evaluator,
+    evaluator_metrics,
     evaluators_for_prompt_set,
     register_evaluator,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "EvalImage",
     "Evaluator",
     "build_evaluator",
+    "evaluator_metrics",
     "evaluators_for_prompt_set",
     "grid_name",
     "parse_eval_image",

@@ -24,15 +24,19 @@ class Evaluator(Protocol):
 EVALUATORS: dict[str, Callable[[], Evaluator]] = {}
 #: prompt-set name -> evaluator names used by default on that set
 _DEFAULTS: dict[str, list[str]] = {}
+#: evaluator name -> the metric names it returns (None: not declared)
+_METRICS: dict[str, tuple[str, ...] | None] = {}
 
 
-def register_evaluator(name: str, prompt_sets: tuple[str, ...] = ()):
-    """Decorator registering an evaluator factory; ``prompt_sets`` use it by default."""
+def register_evaluator(name: str, prompt_sets: tuple[str, ...] = (), metrics: tuple[str, ...] | None = None):
+    """Decorator registering an evaluator factory; ``prompt_sets`` use it by default; ``metrics``
+    declares the names it returns (so a study's objective can be checked before anything runs)."""
 
     def decorate(factory):
         if name in EVALUATORS:
             raise ValueError(f"evaluator {name!r} is already registered")
         EVALUATORS[name] = factory
+        _METRICS[name] = tuple(metrics) if metrics is not None else None
         for prompt_set in prompt_sets:
             _DEFAULTS.setdefault(prompt_set, []).append(name)
         return factory
@@ -51,3 +55,11 @@ def evaluators_for_prompt_set(prompt_set: str) -> list[str]:
     """The evaluators registered as defaults for ``prompt_set``."""
     load_plugins()
     return list(_DEFAULTS.get(prompt_set, []))
+
+
+def evaluator_metrics(name: str) -> tuple[str, ...] | None:
+    """The metric names evaluator ``name`` declared (None: it did not declare them)."""
+    load_plugins()
+    if name not in EVALUATORS:
+        raise ValueError(f"unknown evaluator {name!r}; registered: {sorted(EVALUATORS)}")
+    return _METRICS.get(name)

@@ -47,7 +47,7 @@ class CFGScheduleConfig(BaseModel):
       random         one scale per sample drawn from ``scale_range``, constant over steps
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["constant", "low_then_base", "linear", "random"] = "low_then_base"
     low: ValueOrRange = Field((1.0, 2.5), description="CFG scale of the early steps (low_then_base)")

@@ -20,7 +20,7 @@ from diffexp.prompts.weighting import split_phrases, weight_phrases
 class PhraseWeightingConfig(BaseModel):
     """Which phrases get weighted, and by how much."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     num_phrases: int = Field(1, ge=1, description="phrases weighted per sample (fewer if the prompt has fewer)")
     probability: float = Field(1.0, ge=0.0, le=1.0, description="chance that a sample is weighted at all")

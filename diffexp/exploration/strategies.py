@@ -33,7 +33,7 @@ from diffexp.sampling.plan import SamplingPlan
 class ExplorationConfig(BaseModel):
     """Which strategy explores, and its parameters (unused parts are ignored by a strategy)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     strategy: str = Field("baseline", description="baseline | cfg | phrase | diffexp, or a registered name")
     guidance_scale: float = Field(5.0, ge=0.0, description="base CFG scale (ddpo-pytorch's default is 5.0)")

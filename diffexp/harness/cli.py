@@ -51,6 +51,12 @@ def add_sweep_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     )
     p.add_argument("--workers", type=int, help="worker processes on this machine (default: the study's `workers`, 1)")
     p.add_argument(
+        "--threads-per-worker",
+        type=int,
+        help="torch CPU threads of each worker process (default: the cores shared equally among the workers; "
+        "oversubscribed threads run several times slower)",
+    )
+    p.add_argument(
         "--storage", help="Optuna storage: SQLAlchemy URL or journal:<file> (default: sqlite:///<run dir>/optuna.db)"
     )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<run dir>/mlflow.db)")
@@ -86,8 +92,15 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                 args.study, args.run_dir, args.storage, args.tracking_uri, create=False, profile=args.profile
             )
         )
+    if args.threads_per_worker is not None and args.threads_per_worker < 1:
+        raise ValueError("--threads-per-worker must be at least 1")
     ctx = resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri, profile=args.profile)
-    return run_sweep(ctx, workers=args.workers or ctx.study.spec.workers, wait_for_running=not args.no_wait)
+    return run_sweep(
+        ctx,
+        workers=args.workers or ctx.study.spec.workers,
+        wait_for_running=not args.no_wait,
+        threads_per_worker=args.threads_per_worker,
+    )
 
 
 def dry_run(
@@ -148,7 +161,8 @@ def dry_run(
         )
         if study.kind == "search":
             say(f"    {t.label()}")
-    say(f"ok: {len(trials)} trial config(s) valid")
+    study.check_objective()
+    say(f"ok: {len(trials)} trial config(s) valid; the objective metrics are logged by every trial")
     return 0
 
 

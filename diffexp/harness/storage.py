@@ -95,8 +95,7 @@ def parse_storage_url(url: str | None, run_dir: str | Path, create_dirs: bool = 
                 "storage journal:<file> needs a file path, e.g. journal:runs/sweeps/study/optuna.journal"
             )
         path = _expand(rest, url)  # relative paths: from the working directory
-        if create_dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        _require_folder(path, url, create_dirs, run_dir)
         return StorageSpec(url=f"journal:{path.resolve()}", kind="journal", path=path.resolve())
     if "://" not in url:
         raise StorageError(
@@ -142,9 +141,23 @@ def parse_storage_url(url: str | None, run_dir: str | Path, create_dirs: bool = 
                 f"storage {url}: an in-memory SQLite database cannot be shared by workers; give a file, sqlite:///path/to/optuna.db"
             )
         path = _expand(parsed.database, redact(url))
-        if create_dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        _require_folder(path, redact(url), create_dirs, run_dir)
     return StorageSpec(url=url, kind="rdb", path=path)
+
+
+def _require_folder(path: Path, url: str, create: bool, run_dir: str | Path) -> None:
+    """A storage file outside the run directory must be in a folder that exists: a typo in the path
+    would otherwise create a new tree with a new, empty study in it. Inside the run directory, the
+    folder is made."""
+    if not create or path.parent.is_dir():
+        return
+    if path.resolve().is_relative_to(Path(run_dir).resolve()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        raise StorageError(
+            f"storage {url}: folder {path.parent} does not exist; create it first (mkdir -p {path.parent}) or fix "
+            "the path"
+        )
 
 
 def retry_callback_class():

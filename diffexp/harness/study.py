@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from diffexp.algorithms.config import ConfigError, config_class, load_config
+from diffexp.algorithms.mlflow_run import run_tags
 from diffexp.plugins import fingerprints
 
 #: Run fields the harness sets for every trial; a study may not set them.
@@ -59,7 +60,7 @@ class StudyError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Variant(_Strict):
@@ -337,30 +338,9 @@ def reward_parts(reward) -> list[str]:
     return [str(v.get("reward", k)) if isinstance(v, dict) else k for k, v in reward.weights.items()]
 
 
-def _weight(value) -> float:
-    return float(value.get("weight", 1.0)) if isinstance(value, dict) else float(value)
-
-
 def describe(config) -> dict[str, str]:
-    """The tags every trial carries: algorithm, strategy, seed, reward, prompt set."""
-    reward = (
-        config.reward.name
-        if not config.reward.weights
-        else "+".join(f"{_weight(w):g}*{n}" for n, w in config.reward.weights.items())
-    )
-    prompts = config.prompts.set
-    if prompts == "list":
-        prompts = f"list({len(config.prompts.prompts)})"
-    elif config.prompts.options:
-        prompts += "(" + ",".join(f"{k}={v}" for k, v in sorted(config.prompts.options.items())) + ")"
-    return {
-        "algorithm": config.algorithm,
-        "strategy": config.exploration.strategy,
-        "seed": str(config.run.seed),
-        "reward": reward,
-        "prompt_set": prompts,
-        "config_hash": config_hash(config),
-    }
+    """The tags every trial carries: algorithm, strategy, seed, reward, prompt set, config hash."""
+    return {**run_tags(config), "config_hash": config_hash(config)}
 
 
 def queries_per_epoch(config) -> int:
@@ -640,6 +620,28 @@ class StudyPlan:
         if self.kind == "grid":
             return self.cells()
         return [self.resolve(p, key=f"example-{i}") for i, p in enumerate(self.search_examples())]
+
+    def check_objective(self) -> None:
+        """The objective and intermediate metrics must be ones the trials log (a typo would fail
+        every trial after its training); raises :class:`StudyError` naming the close matches."""
+        import difflib
+
+        from diffexp.algorithms.registry import get_algorithm
+
+        objective = self.spec.objective
+        for trial in self.trials_for_validation():
+            config = self.build_config(trial, {"run.name": "validation"})
+            names = get_algorithm(config.algorithm).module_class.metric_names(config)
+            if names is None:  # an evaluator that does not declare its metrics: nothing to check against
+                continue
+            for where, metric in (
+                ("objective.metric", objective.metric),
+                ("objective.intermediate", objective.intermediate),
+            ):
+                if metric not in names:
+                    close = difflib.get_close_matches(metric, sorted(names), n=3)
+                    hint = f"; did you mean {', '.join(close)}?" if close else f"; logged: {', '.join(sorted(names))}"
+                    raise StudyError(f"{where}: trial {trial.key} logs no metric {metric!r}{hint}")
 
 
 def _config_class_for(base, layers: list[dict[str, Any]]):

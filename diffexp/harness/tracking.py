@@ -11,15 +11,11 @@ per trial key whatever happened.
 
 from __future__ import annotations
 
-import json
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from diffexp.algorithms.runner import default_tracking_uri
+from diffexp.algorithms.mlflow_run import default_tracking_uri, log_run_record
 
-PARAM_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
@@ -30,16 +26,6 @@ def tracking_uri_for(uri: str | None, run_dir: str | Path) -> str:
 
 def _is_local(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "databricks"))
-
-
-def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in data.items():
-        if isinstance(v, dict) and v:
-            out.update(flatten_config(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 class Tracker:
@@ -90,7 +76,7 @@ class Tracker:
 
     def start_trial(self, trial_key: str, tags: dict[str, str], params: dict[str, Any], config) -> str:
         """The trial's MLflow run (existing one for a retried trial), with params, tags and the config."""
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import RunTag
 
         run_id = self.find_run(trial_key)
         if run_id is None:
@@ -104,31 +90,9 @@ class Tracker:
                 self.client.delete_run(created)
         else:
             self.client.update_run(run_id, status="RUNNING")
-        all_params = {f"sweep.{k}": v for k, v in params.items()}
-        resolved = config.model_dump(mode="json")
-        resolved["run"] = {k: v for k, v in resolved["run"].items() if not k.startswith("mlflow_")}
-        all_params.update(flatten_config(resolved))
-        existing = self.client.get_run(run_id).data.params
-        batch = []
-        for key, value in all_params.items():
-            key = PARAM_CHARS.sub("_", key)[:250]
-            text = value if isinstance(value, str) else json.dumps(value)
-            text = text[:6000]
-            if key not in existing:
-                batch.append(Param(key, text))
-        for i in range(0, len(batch), 100):
-            self.client.log_batch(run_id, params=batch[i : i + 100])
+        log_run_record(self.client, run_id, config, {f"sweep.{k}": v for k, v in params.items()})
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-        self.log_config(run_id, config)
         return run_id
-
-    def log_config(self, run_id: str, config) -> None:
-        import yaml
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "config.yaml"
-            path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-            self.client.log_artifact(run_id, str(path))
 
     def finish_trial(self, run_id: str, state: str, value: float | None, tags: dict[str, str] | None = None) -> None:
         from mlflow.entities import RunTag

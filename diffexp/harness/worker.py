@@ -137,6 +137,7 @@ def setup_study(ctx: SweepContext, log=print):
     """Create the study (idempotent), queue the grid's cells that have no trial yet (and re-queue
     cells whose every try failed), and create the MLflow experiment. Safe to run from every
     launcher; see the module docstring for why a double enqueue is harmless."""
+    ctx.study.check_objective()
     study, _, _ = open_study(ctx)
     fingerprint = ctx.study.fingerprint()
     old = study.user_attrs.get(FINGERPRINT_ATTR)
@@ -313,7 +314,9 @@ class Worker:
         self.study, self.raw_storage, self.retry = open_study(ctx)
         self.tracker = Tracker(ctx.tracking_uri, ctx.study.name, ctx.run_dir)
         spec = ctx.study.spec
-        self.poll = max(1.0, min(float(spec.heartbeat_interval), 10.0))
+        # an idle worker waits for the running trials (one may die and need a retry): it looks often,
+        # since the sweep ends only when it notices that the last one finished
+        self.poll = max(1.0, min(float(spec.heartbeat_interval), 2.0))
         self.journal = ctx.storage.kind == "journal"
 
     # -- output -----------------------------------------------------------------------------
@@ -566,7 +569,13 @@ class Worker:
             trial.set_user_attr("diffexp:resumed_from", str(last))
             self.log(f"trial #{trial.number} {key}: resuming from {last}")
         prune = self.ctx.study.kind == "search" and spec.search.pruner.kind != "none"
-        module = run(config, resume=True, extra_callbacks=[trial_callback(self, trial, key, heartbeat, prune)])
+        # a worker declared dead while alive stops at its next step and frees the trial's directory
+        module = run(
+            config,
+            resume=True,
+            extra_callbacks=[trial_callback(self, trial, key, heartbeat, prune)],
+            lock_timeout=max(600.0, 3.0 * spec.effective_grace_period),
+        )
         if heartbeat.lost:
             raise TrialLost(f"trial #{trial.number} was declared dead by another worker")
         metrics = dict(getattr(module, "last_metrics", None) or {})
@@ -664,19 +673,37 @@ def worker_command(ctx: SweepContext, name: str) -> list[str]:
     return command + (["--profile", ctx.study.profile] if ctx.study.profile else [])
 
 
-def _subprocess_env() -> dict[str, str]:
+def share_of_cores(workers: int, cores: int | None = None) -> int:
+    """Each worker's equal share of the cores (at least one)."""
+    return max(1, (cores or os.cpu_count() or 1) // workers)
+
+
+def _subprocess_env(threads: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if threads is not None:  # torch takes its intra-op thread count from OMP_NUM_THREADS
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
 
 
-def run_sweep(ctx: SweepContext, workers: int = 1, log=print, wait_for_running: bool = True) -> int:
-    """Set the study up, run ``workers`` workers on this machine (subprocesses when > 1), print the
-    study's progress and best trial. Returns 0 when every trial is done, 1 otherwise."""
+def run_sweep(
+    ctx: SweepContext,
+    workers: int = 1,
+    log=print,
+    wait_for_running: bool = True,
+    threads_per_worker: int | None = None,
+) -> int:
+    """Set the study up, run ``workers`` workers on this machine (subprocesses when > 1, each with
+    ``threads_per_worker`` torch threads, default an equal share of the cores), print the study's
+    progress and best trial. Returns 0 when every trial is done, 1 otherwise."""
+    threads = threads_per_worker or (share_of_cores(workers) if workers > 1 else None)
     log(f"study {ctx.study.name} ({ctx.study.kind}, {ctx.total} trials) | run dir {ctx.run_dir}")
-    log(f"storage {ctx.storage.display} | MLflow {redact(ctx.tracking_uri)} | {workers} worker(s)")
+    log(
+        f"storage {ctx.storage.display} | MLflow {redact(ctx.tracking_uri)} | {workers} worker(s)"
+        + (f", {threads} thread(s) each" if threads else "")
+    )
     if ctx.storage.path is None and ctx.tracking_uri.startswith("sqlite:"):
         log(
             "note: the study is shared but MLflow tracking is local to this machine; pass --tracking-uri "
@@ -684,6 +711,10 @@ def run_sweep(ctx: SweepContext, workers: int = 1, log=print, wait_for_running: 
         )
     study = setup_study(ctx, log=log)
     if workers == 1:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         try:
             previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         except ValueError:  # not the main thread
@@ -696,7 +727,8 @@ def run_sweep(ctx: SweepContext, workers: int = 1, log=print, wait_for_running: 
     else:
         if ctx.study.path is None:
             raise ValueError("several workers need a study file (they re-read it)")
-        procs = [subprocess.Popen(worker_command(ctx, f"w{i}"), env=_subprocess_env()) for i in range(workers)]
+        env = _subprocess_env(threads)
+        procs = [subprocess.Popen(worker_command(ctx, f"w{i}"), env=env) for i in range(workers)]
 
         def forward(signum, frame):
             for p in procs:

@@ -20,7 +20,7 @@ ADAPTER_NAME = "default"
 class LoraSettings(BaseModel):
     """LoRA hyper-parameters (ddpo-pytorch uses rank 4 on the attention projections)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     rank: int = Field(4, ge=1, description="adapter rank r")
     alpha: float | None = Field(None, gt=0, description="scaling numerator (alpha / r); default alpha = r")

@@ -18,6 +18,11 @@ from compel.prompt_parser import PromptParser
 
 _WEIGHT = re.compile(r"\)(?:[+-]+|\d+(?:\.\d+)?|\.\d+)?")
 _MALFORMED_NUMBER = re.compile(r"\)\d*\.\d*\.")
+_EXPONENT = re.compile(r"\)(?:\d+(?:\.\d*)?|\.\d+)[eE][+-]?\d")
+_NUMBER = re.compile(r"\)(\d+(?:\.\d+)?|\.\d+)")
+#: the largest weight of a fragment (nested weights multiply): far beyond any useful emphasis, and
+#: far below what overflows the embedding (1e20 made every pixel NaN)
+MAX_WEIGHT = 100.0
 
 
 class PromptSyntaxError(ValueError):
@@ -50,6 +55,11 @@ def validate(prompt: str) -> None:
                 raise PromptSyntaxError(prompt, start, "empty weighted group '()'")
             if _MALFORMED_NUMBER.match(prompt, i):
                 raise PromptSyntaxError(prompt, i + 1, "malformed weight (more than one decimal point)")
+            if _EXPONENT.match(prompt, i):
+                raise PromptSyntaxError(prompt, i + 1, "exponent notation is not a weight; write a plain number")
+            number = _NUMBER.match(prompt, i)
+            if number and float(number.group(1)) > MAX_WEIGHT:
+                raise PromptSyntaxError(prompt, i + 1, f"weight {number.group(1)} is above the maximum {MAX_WEIGHT:g}")
     if open_positions:
         raise PromptSyntaxError(prompt, open_positions[-1], "'(' is never closed")
 
@@ -74,7 +84,11 @@ def _parsed_fragments(prompt: str) -> tuple[tuple[str, float], ...]:
     conjunction = PromptParser().parse_conjunction(prompt)
     if len(conjunction.prompts) != 1 or not hasattr(conjunction.prompts[0], "children"):
         raise PromptSyntaxError(prompt, 0, "blends and conjunctions (.blend(), .and()) are not supported")
-    return tuple((f.text, float(f.weight)) for f in conjunction.prompts[0].children)
+    out = tuple((f.text, float(f.weight)) for f in conjunction.prompts[0].children)
+    for text, weight in out:
+        if not weight <= MAX_WEIGHT:  # nested groups multiply
+            raise PromptSyntaxError(prompt, 0, f"{text!r} gets weight {weight:g}, above the maximum {MAX_WEIGHT:g}")
+    return out
 
 
 def plain_text(prompt: str) -> str:

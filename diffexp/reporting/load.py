@@ -3,7 +3,8 @@
 Everything downstream (statistics, figures, tables) works on plain DataFrames, so it can be tested
 without MLflow. The loader is forgiving because studies come from different producers (the sweep
 harness, a single ``diffexp train``, older runs): a missing tag falls back to the flattened config
-param, then to a neutral value (``seed`` falls back to the run's index within its group).
+param, then to a neutral value (``seed`` falls back to the run's name: a seed is never guessed from
+run order).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import numpy as np
 import pandas as pd
 
 from diffexp.evaluation.artifacts import EVAL_IMAGE_DIR, PROMPTS_NAME, parse_eval_image
@@ -244,12 +246,12 @@ def load_results(
             "tags": {k: v for k, v in tags.items() if not k.startswith("mlflow.")},
             "params": params,
         }
-        rows.append(row)
+        frames = []
         for key in run.data.metrics:
             if key in SKIP_METRICS:
                 continue
             history = client.get_metric_history(run.info.run_id, key)
-            metric_frames.append(
+            frames.append(
                 pd.DataFrame(
                     {
                         "run_id": run.info.run_id,
@@ -260,6 +262,19 @@ def load_results(
                     }
                 )
             )
+        non_finite = sorted({f["metric"].iloc[0] for f in frames if not np.isfinite(f["value"]).all()})
+        if non_finite and not include_failed:
+            notes.append(
+                f"left out run {row['run_name']} ({run.info.run_id}): non-finite values in "
+                f"{', '.join(non_finite)} (a diverged training)"
+            )
+            continue
+        if ident["seed"] is None:
+            notes.append(
+                f"run {row['run_name']} names no seed (no seed tag or run.seed param): it counts as a seed of its own"
+            )
+        rows.append(row)
+        metric_frames += frames
         images, prompts, config = _artifacts(client, run, cache)
         image_rows += [
             {"run_id": run.info.run_id, "kind": kind, "step": step, "path": str(p)} for kind, step, p in images
@@ -305,16 +320,14 @@ _RUN_COLUMNS = [
 
 
 def _finish_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Fill neutral values and the run-index seed; add ``task`` (reward, plus prompt set when a study
-    has several), the unit of one figure panel / table block."""
+    """Fill neutral values (a run without a seed is a seed of its own, named by the run); add ``task``
+    (reward, plus prompt set when a study has several), the unit of one figure panel / table block."""
     runs = runs.copy()
     runs["algorithm"] = runs["algorithm"].fillna("unknown")
     runs["strategy"] = runs["strategy"].fillna("unknown")
     runs["reward"] = runs["reward"].fillna("reward")
     runs["prompt_set"] = runs["prompt_set"].fillna("")
-    group = ["experiment", "algorithm", "strategy", "reward", "prompt_set"]
-    index = runs.groupby(group, sort=False).cumcount().astype(str)
-    runs["seed"] = runs["seed"].where(runs["seed"].notna(), index)
+    runs["seed"] = runs["seed"].where(runs["seed"].notna(), runs["run_name"])  # never the run order
     several_sets = runs["prompt_set"].nunique() > 1
     runs["task"] = runs["reward"] + ((" · " + runs["prompt_set"]) if several_sets else "")
     return runs.reset_index(drop=True)

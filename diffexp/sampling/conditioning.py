@@ -9,6 +9,7 @@ embeddings only: SDXL's pooled embedding is always the plain prompt's.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,7 @@ class PromptEncoder:
         self.pipe = pipe
         self.sdxl = is_sdxl(pipe)
         self._compel: list[Compel] | None = None
+        self._length_checked: set[str] = set()
 
     @property
     def device(self) -> torch.device:
@@ -108,8 +110,24 @@ class PromptEncoder:
         pooled = self._encode_plain([plain_text(t) for t in texts]).pooled
         return Conditioning(torch.cat([embeds_1, embeds_2], dim=-1), pooled)
 
+    def warn_if_truncated(self, texts: list[str]) -> None:
+        """The text encoder sees at most ``model_max_length`` tokens: say so for a longer prompt (once)."""
+        tokenizer = self.pipe.tokenizer
+        limit = tokenizer.model_max_length
+        for text in texts:
+            if text in self._length_checked or len(text) < limit:  # a token has at least one character
+                continue
+            self._length_checked.add(text)
+            count = len(tokenizer(plain_text(text), truncation=False).input_ids)
+            if count > limit:
+                warnings.warn(
+                    f"prompt of {count} tokens is cut to the text encoder's {limit} (begins {text[:60]!r})",
+                    stacklevel=3,
+                )
+
     def encode(self, texts: list[str]) -> Conditioning:
         """Embeddings for each text, in order; weighted and plain texts may be mixed."""
+        self.warn_if_truncated(texts)
         weighted = [has_weights(t) for t in texts]
         order = [i for i, w in enumerate(weighted) if not w] + [i for i, w in enumerate(weighted) if w]
         parts = []

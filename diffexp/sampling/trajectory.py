@@ -84,6 +84,7 @@ class TrajectorySampler:
         width: int | None = None,
         gradient_checkpointing: bool = True,
         negative_prompt: str | None = None,
+        on_step=None,
     ):
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -96,6 +97,7 @@ class TrajectorySampler:
         self.height, self.width = height or default, width or default
         self.gradient_checkpointing = gradient_checkpointing
         self.negative_prompt = negative_prompt
+        self.on_step = on_step  # called before every DDIM step (a training checks for a stop request)
         # Our own scheduler instance: the pipeline's stays untouched, and set_timesteps is done once.
         self.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         self.scheduler.set_timesteps(num_steps, device=pipe._execution_device)
@@ -196,6 +198,8 @@ class TrajectorySampler:
             self.unet.enable_gradient_checkpointing()
         try:
             for i, t in enumerate(self.scheduler.timesteps):
+                if self.on_step is not None:
+                    self.on_step()
                 step_grad = grad_mask is not None and grad_any[i]
                 with torch.set_grad_enabled(step_grad):
                     args = (latents, t, cond, uncond, scales[:, i], time_ids, guided_steps[i])

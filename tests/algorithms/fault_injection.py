@@ -2,8 +2,9 @@
 
     python -m tests.algorithms.fault_injection CONFIG.yaml PHASE EPOCH
 
-PHASE: sampling | reward | update (DDPO's generate/reward/update units) or checkpoint (the kill
-lands after the temporary checkpoint file is half written, before it replaces ``last.ckpt``).
+PHASE: sampling | reward | update (DDPO's generate/reward/update units), checkpoint (the kill
+lands after the temporary checkpoint file is half written, before it replaces ``last.ckpt``) or
+commit (after ``last.ckpt`` of epoch EPOCH is in place, before its metrics are sent to MLflow).
 """
 
 import os
@@ -46,6 +47,19 @@ def arm(phase: str, epoch: int) -> None:
                 _die()
 
         TorchCheckpointIO.save_checkpoint = half_written
+    elif phase == "commit":
+        from diffexp.algorithms.mlflow_run import RunMLFlowLogger
+
+        original_commit = RunMLFlowLogger.commit
+        calls = []
+
+        def dies_before_sending(self):
+            calls.append(1)
+            if len(calls) == epoch:
+                _die()
+            return original_commit(self)
+
+        RunMLFlowLogger.commit = dies_before_sending
     else:
         raise SystemExit(f"unknown phase {phase!r}")
 

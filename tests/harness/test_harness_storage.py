@@ -17,8 +17,12 @@ def test_default_is_sqlite_inside_the_run_dir(tmp_path):
 
 
 def test_sqlite_and_journal_urls(tmp_path):
-    spec = parse_storage_url(f"sqlite:///{tmp_path}/a/b/optuna.db", tmp_path)
+    spec = parse_storage_url(f"sqlite:///{tmp_path}/a/b/optuna.db", tmp_path)  # inside the run dir: made
     assert spec.kind == "rdb" and (tmp_path / "a" / "b").is_dir()
+    for url in [f"sqlite:///{tmp_path}/elsewhere/x/optuna.db", f"journal:{tmp_path}/elsewhere/j/optuna.journal"]:
+        with pytest.raises(StorageError, match=r"folder .*elsewhere.* does not exist; create it first"):
+            parse_storage_url(url, tmp_path / "run")
+    assert not (tmp_path / "elsewhere").exists()
     spec = parse_storage_url(f"journal:{tmp_path}/j/optuna.journal", tmp_path)
     assert spec.kind == "journal" and spec.path == (tmp_path / "j" / "optuna.journal").resolve()
     assert parse_storage_url(f"journal://{tmp_path}/x.journal", tmp_path).path == (tmp_path / "x.journal").resolve()

@@ -1,5 +1,6 @@
 """Claiming, duplicates, dead-worker detection and search budgets, without training."""
 
+import os
 import time
 from pathlib import Path
 
@@ -277,3 +278,23 @@ def test_concurrent_claims_take_distinct_trials(tmp_path):
             t.join()
         numbers = sorted(t.number for t in claimed if t is not None)
         assert numbers == list(range(workers)), f"round {r}: claims {numbers}"
+
+
+def test_sweep_workers_get_an_equal_share_of_the_cores():
+    from diffexp.harness.worker import _subprocess_env, share_of_cores
+
+    assert share_of_cores(2, cores=2) == 1 and share_of_cores(3, cores=16) == 5 and share_of_cores(4, cores=2) == 1
+    env = _subprocess_env(3)
+    assert env["OMP_NUM_THREADS"] == "3" and env["MKL_NUM_THREADS"] == "3"
+    assert _subprocess_env(None).get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")  # left as it was
+
+
+def test_sweep_command_takes_threads_per_worker():
+    import argparse
+
+    from diffexp.harness.cli import add_sweep_command
+
+    parser = argparse.ArgumentParser()
+    add_sweep_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sweep", "s.yaml", "--workers", "2", "--threads-per-worker", "3"])
+    assert args.workers == 2 and args.threads_per_worker == 3

@@ -15,11 +15,11 @@ from diffexp.reporting.figures import svg_panels
 from tests.reporting.test_reporting_report import MACHINE_PATH, page_text
 
 REPORT = Path(__file__).resolve().parents[2] / "reports" / "embedded"
-CELLS = {
-    ("ddpo", "embedded_aesthetic · embedded_objects"),
-    ("ddpo", "embedded_alignment · embedded_relations"),
-    ("alignprop", "embedded_aesthetic · embedded_objects"),
-    ("alignprop", "embedded_alignment · embedded_relations"),
+CELLS = {  # (algorithm, task: the reward and the training prompt set with its options)
+    ("ddpo", "embedded_aesthetic · embedded_objects(split=train)"),
+    ("ddpo", "embedded_alignment · embedded_relations(split=train)"),
+    ("alignprop", "embedded_aesthetic · embedded_objects(split=train)"),
+    ("alignprop", "embedded_alignment · embedded_relations(split=train)"),
 }
 STRATEGIES = ("baseline", "cfg", "phrase", "diffexp")
 

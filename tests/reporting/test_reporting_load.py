@@ -50,7 +50,8 @@ def test_artifacts(study):
 def test_missing_tags_fall_back(mlflow_study):
     bare = load_results(mlflow_study["root"], experiments=["bare"])
     assert list(bare.runs["algorithm"]) == ["unknown", "unknown"]
-    assert sorted(bare.runs["seed"]) == ["0", "1"]  # run index within the group
+    assert sorted(bare.runs["seed"]) == ["bare-0", "bare-1"]  # no seed: each run its own, never the run order
+    assert sum("names no seed" in n for n in bare.notes) == 2
     assert len(bare.metrics) == 6
 
 
@@ -66,3 +67,20 @@ def test_resolve_source(mlflow_study, tmp_path):
         resolve_source(tmp_path / "nowhere" / "x")
     with pytest.raises(ValueError, match="not found"):
         load_results(root, experiments=["nope"])
+
+
+def test_non_finite_runs_are_left_out_with_a_note(tmp_path):
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("nan", artifact_location=(tmp_path / "a").as_uri())
+    for name, values in [("fine", [0.1, 0.2]), ("diverged", [0.1, float("nan")])]:
+        run = client.create_run(experiment, run_name=name, tags={"seed": "0", "strategy": name})
+        metrics = [Metric("eval_reward_mean", v, 0, step) for step, v in zip([0, 8], values)]
+        client.log_batch(run.info.run_id, metrics=metrics)
+        client.set_terminated(run.info.run_id)
+    study = load_results(tmp_path, tracking_uri=uri, experiments=["nan"])
+    assert list(study.runs["run_name"]) == ["fine"]
+    assert any("left out run diverged" in n and "non-finite values in eval_reward_mean" in n for n in study.notes)
