@@ -35,6 +35,50 @@ def ppo_clip_loss(
     return loss, info
 
 
+def gaussian_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+    """KL between two Gaussian transitions with the same per-step std (Flow-GRPO's KL to the
+    reference policy): ||mean - ref_mean||^2 / (2 std^2), averaged over each sample's elements."""
+    std = torch.as_tensor(std, dtype=mean.dtype, device=mean.device)
+    dims = tuple(range(1, mean.ndim))
+    return ((mean - ref_mean) ** 2).mean(dim=dims) / (2 * std.reshape(-1) ** 2)
+
+
+def grpo_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float,
+    adv_clip_max: float,
+    kl: torch.Tensor | None = None,
+    beta: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GRPO's objective (Flow-GRPO ``train_sd3.py``, DanceGRPO): the PPO-clip surrogate on the
+    per-step log-probability ratio plus ``beta`` times the per-sample KL to the reference policy
+    (``kl``, e.g. :func:`gaussian_kl`), averaged over the batch. With ``beta`` 0 it is DDPO's loss."""
+    policy, info = ppo_clip_loss(log_prob, old_log_prob, advantages, clip_range, adv_clip_max)
+    if kl is None or beta == 0.0:
+        info["kl"] = torch.zeros((), dtype=log_prob.dtype) if kl is None else kl.detach().mean()
+        return policy, info
+    kl_term = kl.mean()
+    info["kl"] = kl_term.detach()
+    return policy + beta * kl_term, info
+
+
+def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, global_std: bool = False, eps: float = 1e-4):
+    """GRPO's advantages: each reward minus its group's mean (``groups``: a group id per sample, e.g.
+    the prompt), divided by the group's std, or with ``global_std`` by the whole batch's (Flow-GRPO's
+    option); ``eps`` as Flow-GRPO. Stds are population stds (ddof 0), as numpy's and Flow-GRPO's."""
+    rewards = rewards.double()
+    out = torch.empty_like(rewards)
+    batch_std = rewards.std(unbiased=False)
+    for group in torch.unique(groups):
+        members = groups == group
+        values = rewards[members]
+        std = batch_std if global_std else values.std(unbiased=False)
+        out[members] = (values - values.mean()) / (std + eps)
+    return out.float()
+
+
 def reward_loss(rewards: torch.Tensor, coefficient: float) -> torch.Tensor:
     """AlignProp's objective: maximise the differentiable reward, i.e. minimise -coefficient * mean(reward)."""
     return -coefficient * rewards.mean()

@@ -82,3 +82,66 @@ def test_weights_scale_each_samples_term():
     loss, _ = ppo_clip_loss(torch.tensor(log_prob), torch.tensor(old), torch.tensor(adv), 0.05, 5.0, torch.tensor(w))
     terms = [reference_ppo([lp], [o], [a], 0.05, 5.0)[0] for lp, o, a in zip(log_prob, old, adv)]
     assert loss.item() == pytest.approx(float(np.mean(np.array(terms) * w)), abs=1e-10)
+
+
+# -- GRPO (a building block of issue 27; the algorithm itself is not here yet) -----------------
+def reference_group_advantages(rewards, groups, global_std, eps):
+    """Straight from the definition: (r - mean of its group) / (std of its group, or of all, + eps)."""
+    out = []
+    all_mean = sum(rewards) / len(rewards)
+    all_std = math.sqrt(sum((r - all_mean) ** 2 for r in rewards) / len(rewards))
+    for r, g in zip(rewards, groups):
+        members = [x for x, h in zip(rewards, groups) if h == g]
+        mean = sum(members) / len(members)
+        std = all_std if global_std else math.sqrt(sum((x - mean) ** 2 for x in members) / len(members))
+        out.append((r - mean) / (std + eps))
+    return out
+
+
+@pytest.mark.parametrize("global_std", [False, True])
+def test_group_advantages_match_the_definition(global_std):
+    from diffexp.algorithms.losses import group_advantages
+
+    rng = np.random.default_rng(3)
+    rewards, groups = rng.normal(size=24) * 3 + 1, rng.integers(0, 4, size=24)
+    got = group_advantages(torch.tensor(rewards), torch.tensor(groups), global_std=global_std)
+    want = reference_group_advantages(rewards.tolist(), groups.tolist(), global_std, 1e-4)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_one_group_is_ddpos_batch_normalisation():
+    from diffexp.algorithms.losses import group_advantages
+    from diffexp.algorithms.stat_tracker import batch_advantages
+
+    rewards = np.random.default_rng(0).normal(size=16)
+    got = group_advantages(torch.tensor(rewards), torch.zeros(16, dtype=torch.long), eps=1e-8)
+    np.testing.assert_allclose(got.numpy(), batch_advantages(rewards), rtol=1e-6, atol=1e-6)
+
+
+def test_grpo_loss_is_ppo_plus_beta_times_the_gaussian_kl():
+    from diffexp.algorithms.losses import gaussian_kl, grpo_loss
+
+    rng = np.random.default_rng(5)
+    n, clip, beta = 32, 0.2, 0.04
+    old = rng.normal(size=n)
+    log_prob = old + rng.normal(scale=0.3, size=n)
+    adv = rng.normal(scale=2, size=n)
+    mean, ref, std = rng.normal(size=(n, 2, 3, 3)), rng.normal(size=(n, 2, 3, 3)), rng.uniform(0.1, 1.0, size=n)
+    kl_ref = [float(((m - r) ** 2).mean() / (2 * s**2)) for m, r, s in zip(mean, ref, std)]
+    ppo_ref, _, frac_ref = reference_ppo(log_prob, old, adv, clip, 5.0)
+    kl = gaussian_kl(torch.tensor(mean), torch.tensor(ref), torch.tensor(std))
+    np.testing.assert_allclose(kl.numpy(), kl_ref, rtol=1e-12)
+    lp = torch.tensor(log_prob, requires_grad=True)
+    loss, info = grpo_loss(lp, torch.tensor(old), torch.tensor(adv), clip, 5.0, kl=kl, beta=beta)
+    assert loss.item() == pytest.approx(ppo_ref + beta * sum(kl_ref) / n, abs=1e-10)
+    assert info["clipfrac"].item() == pytest.approx(frac_ref) and info["kl"].item() == pytest.approx(sum(kl_ref) / n)
+    loss.backward()
+    # the gradient of the KL-free part is the surrogate's, by finite differences of the reference
+    h = 1e-6
+    for i in range(3):
+        bumped = log_prob.copy()
+        bumped[i] += h
+        numeric = (reference_ppo(bumped, old, adv, clip, 5.0)[0] - ppo_ref) / h
+        assert lp.grad[i].item() == pytest.approx(numeric, abs=1e-4)
+    with_zero_beta, _ = grpo_loss(torch.tensor(log_prob), torch.tensor(old), torch.tensor(adv), clip, 5.0, kl, 0.0)
+    assert with_zero_beta.item() == pytest.approx(ppo_ref, abs=1e-10)  # DDPO's loss
