@@ -71,3 +71,42 @@ def test_bad_steps_are_errors():
     with pytest.raises(ValueError, match="sigma_max"):
         flow_sde_step(x, 1.0, 0.9, x)
     assert flow_sde_step(x, 1.0, 0.9, x, sigma_max=0.95, generator=torch.Generator().manual_seed(0)).std.item() > 0
+
+
+def test_noise_free_sde_steps_reproduce_the_sd3_pipeline():
+    """On the SD3 twin, the diffusers pipeline's own loop with its Euler steps replaced by
+    ``flow_sde_step(noise_level=0)`` gives the pipeline's image (fp32)."""
+    from diffexp.models.twins import tiny_sd3_pipeline
+
+    pipe = tiny_sd3_pipeline()
+    prompt, steps, guidance = ["a red circle above a blue square"], 4, 4.5
+    expected = pipe(
+        prompt,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    with torch.no_grad():
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+            prompt, prompt, prompt, do_classifier_free_guidance=True
+        )
+        size = pipe.transformer.config.sample_size * pipe.vae_scale_factor
+        latents = pipe.prepare_latents(1, 4, size, size, embeds.dtype, "cpu", torch.Generator().manual_seed(0))
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+        scheduler.set_timesteps(steps)
+        sigmas = scheduler.sigmas
+        for i, t in enumerate(scheduler.timesteps):
+            out = pipe.transformer(
+                hidden_states=torch.cat([latents] * 2),
+                timestep=t.expand(2),
+                encoder_hidden_states=torch.cat([negative, embeds]),
+                pooled_projections=torch.cat([negative_pooled, pooled]),
+                return_dict=False,
+            )[0]
+            uncond, cond = out.chunk(2)
+            velocity = uncond + guidance * (cond - uncond)
+            latents = flow_sde_step(velocity, sigmas[i], sigmas[i + 1], latents, noise_level=0.0).prev_sample
+        latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+        image = (pipe.vae.decode(latents).sample / 2 + 0.5).clamp(0, 1)
+    assert (image - expected).abs().max() <= 1e-5

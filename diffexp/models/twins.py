@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised twins of Stable Diffusion 1.5 and SDXL, built from configs.
+"""Tiny, randomly initialised twins of Stable Diffusion 1.5, SDXL and SD3, built from configs.
 
 Same classes and wiring as the real pipelines (UNet2DConditionModel, AutoencoderKL, CLIP text
 encoder(s), DDIM), only narrower and shallower, so tests exercise the real code paths without
@@ -11,6 +11,9 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -134,3 +137,51 @@ def sd15_sized_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     text_config = clip_text_config(768, layers=12, heads=12)
     text_config.intermediate_size = 3072  # CLIP ViT-L/14's text tower
     return _sd_pipeline(unet, vae, CLIPTextModel(text_config))
+
+
+def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 16) -> StableDiffusion3Pipeline:
+    """An SD3-architecture pipeline (MMDiT transformer, flow-matching Euler scheduler with SD3's
+    shift, two CLIP encoders; no T5, which SD3 allows: its tokens are zeros then)."""
+    torch.manual_seed(seed)
+    hidden = 32
+    transformer = SD3Transformer2DModel(
+        sample_size=sample_size,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=2 * hidden,  # the CLIP embeddings, concatenated (a T5 would set it)
+        caption_projection_dim=32,
+        pooled_projection_dim=2 * hidden,
+        pos_embed_max_size=sample_size,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=2 * sample_size,
+        shift_factor=0.0609,  # SD3's VAE latent normalisation
+        scaling_factor=1.5305,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),  # SD3's
+        vae=vae,
+        text_encoder=CLIPTextModelWithProjection(clip_text_config(hidden, projection_dim=hidden)),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(clip_text_config(hidden, projection_dim=hidden)),
+        tokenizer_2=clip_tokenizer(pad_token="!"),
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

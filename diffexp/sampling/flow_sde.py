@@ -52,7 +52,7 @@ def flow_sde_step(
     if bool((d_sigma >= 0).any()):
         raise ValueError("a flow step goes from a larger sigma to a smaller one")
     at_one = sigma >= 1.0
-    if bool(at_one.any()) and sigma_max is None:
+    if bool((at_one & (noise_level > 0)).any()) and sigma_max is None:
         raise ValueError("sigma = 1 needs sigma_max (the largest sigma below 1) for the SDE's noise scale")
     safe_sigma = torch.where(at_one, torch.full_like(sigma, sigma_max or 0.5), sigma)
     s = noise_level * torch.sqrt(sigma / (1 - safe_sigma))
