@@ -35,7 +35,8 @@ SD_SCHEDULER_CONFIG = dict(
 )
 
 
-def _vae() -> AutoencoderKL:
+def _vae(**extra) -> AutoencoderKL:
+    """The twins' VAE: 4 latent channels, two blocks; ``extra`` adds config fields (SD3's)."""
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -46,6 +47,7 @@ def _vae() -> AutoencoderKL:
         latent_channels=4,
         norm_num_groups=8,
         sample_size=32,
+        **extra,
     )
 
 
@@ -157,16 +159,7 @@ def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 16) -> StableDiffusion3P
         pooled_projection_dim=2 * hidden,
         pos_embed_max_size=sample_size,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=2 * sample_size,
+    vae = _vae(
         shift_factor=0.0609,  # SD3's VAE latent normalisation
         scaling_factor=1.5305,
         use_quant_conv=False,
