@@ -28,8 +28,7 @@ def run_tags(config) -> dict[str, str]:
     """What identifies a run among a study's: algorithm, strategy, seed, reward, prompt set."""
     reward = config.reward.name
     if config.reward.weights:
-        weight = lambda w: float(w.get("weight", 1.0)) if isinstance(w, dict) else float(w)  # noqa: E731
-        reward = "+".join(f"{weight(w):g}*{n}" for n, w in config.reward.weights.items())
+        reward = "+".join(f"{_weight(w):g}*{n}" for n, w in config.reward.weights.items())
     prompts = config.prompts.set
     if prompts == "list":
         prompts = f"list({len(config.prompts.prompts)})"
@@ -42,6 +41,11 @@ def run_tags(config) -> dict[str, str]:
         "reward": reward,
         "prompt_set": prompts,
     }
+
+
+def _weight(part) -> float:
+    """A weighted-sum part's weight: a number, or ``{weight: ...}`` (default 1)."""
+    return float(part.get("weight", 1.0)) if isinstance(part, dict) else float(part)
 
 
 def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
+from diffexp.algorithms.mlflow_run import flatten_config
+
 LOCK_NAME = "run.lock"
 HOLDER_NAME = "run.lock.json"
 CONFIG_NAME = "config.yaml"
@@ -43,23 +45,18 @@ RESUMABLE = (
 )
 
 
+def resumable(field: str) -> bool:
+    """Whether a dotted field (or a key inside one, e.g. ``run.mlflow_tags.team``) may change on resume."""
+    return any(field == name or field.startswith(name + ".") for name in RESUMABLE)
+
+
 class RunDirectoryError(ValueError):
     """A run directory that cannot be used as asked; the message says why and what to do."""
 
 
-def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value and key not in ("options", "mlflow_tags", "weights", "eval_options"):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_differences(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
     """Dotted field -> (old value, new value) for every field that differs."""
-    a, b = flatten(old), flatten(new)
+    a, b = flatten_config(old), flatten_config(new)
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if _norm(a.get(k)) != _norm(b.get(k))}
 
 
@@ -115,7 +112,7 @@ class RunDirectory:
 
     def _check_identity(self, old: dict, new: dict) -> None:
         changed = config_differences(old, new)
-        refused = {k: v for k, v in changed.items() if k not in RESUMABLE}
+        refused = {k: v for k, v in changed.items() if not resumable(k)}
         if refused:
             lines = "\n".join(f"  {k}: {v[0]!r} -> {v[1]!r}" for k, v in refused.items())
             raise RunDirectoryError(

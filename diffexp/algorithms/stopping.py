@@ -35,10 +35,6 @@ def raise_if_stop_requested(where: str = "a step") -> None:
         raise TrainingStopped(_requested, where)
 
 
-def stop_requested() -> bool:
-    return _requested is not None
-
-
 @contextlib.contextmanager
 def stop_on_signals():
     """Within: SIGTERM and SIGINT request a stop (main thread only; elsewhere, nothing changes)."""
