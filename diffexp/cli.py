@@ -88,8 +88,8 @@ def _run_sample(args: argparse.Namespace) -> int:
     for name in ("per_prompt", "steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.out.is_dir() or args.out.suffix.lower() != ".png":
-        raise ValueError(f"--out {args.out} must be the path of a .png file (it is written after sampling)")
+    if args.out.is_dir() or not args.out.suffix:  # checked now: the file is written after sampling
+        raise ValueError(f"--out {args.out} must be an image file name such as samples.png, not a folder")
     prompts = list(args.prompts or [])
     if args.prompts_file:
         if not args.prompts_file.is_file():

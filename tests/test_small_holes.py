@@ -27,7 +27,7 @@ def sample(tmp_path, *args) -> list[str]:
         (["--prompts-file", "{tmp}"], "is not a file; give a text file"),
         (["--exploration-config", "{tmp}/list.yaml"], "must hold a mapping .* got list"),
         (["--exploration-config", "{tmp}/typo.yaml"], r"guidance_scal"),
-        (["--out", "{tmp}"], "must be the path of a .png file"),
+        (["--out", "{tmp}"], "must be an image file name such as samples.png, not a folder"),
         (["--prompt", "(x)1e309"], "exponent notation is not a weight"),
     ],
 )
