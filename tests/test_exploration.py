@@ -128,3 +128,42 @@ def test_registry_accepts_user_strategies():
         del STRATEGIES["test-greedy"]
     with pytest.raises(ValidationError, match="unknown exploration strategy"):
         ExplorationConfig(strategy="test-greedy")
+
+
+def test_noise_window_marks_the_chosen_steps():
+    from diffexp.exploration.step_windows import NoiseWindowConfig, noise_scales
+
+    fixed = noise_scales(NoiseWindowConfig(window=(0.0, 0.4)), 3, 10)
+    assert fixed.tolist() == [[1.0] * 4 + [0.0] * 6] * 3
+    some = noise_scales(NoiseWindowConfig(window=(0.2, 1.0), outside=0.5), 1, 10)
+    assert some.tolist() == [[0.5, 0.5] + [1.0] * 8]
+    sliding = noise_scales(NoiseWindowConfig(window=(0.0, 1.0), width=0.2), 64, 10, torch.Generator().manual_seed(0))
+    assert (sliding.sum(dim=1) == 2).all()  # two adjacent noisy steps per sample ...
+    starts = sliding.argmax(dim=1)
+    assert (sliding[torch.arange(64), starts + 1] == 1).all()
+    assert len(set(starts.tolist())) >= 6  # ... at starts drawn per sample
+
+
+def test_guidance_interval_keeps_the_scale_only_inside():
+    from diffexp.exploration.step_windows import GuidanceIntervalConfig, limit_guidance
+
+    scales = torch.full((2, 10), 4.5)
+    limited = limit_guidance(GuidanceIntervalConfig(interval=(0.3, 0.8)), scales)
+    assert limited[0].tolist() == [1.0] * 3 + [4.5] * 5 + [1.0] * 2
+
+
+@pytest.mark.parametrize(
+    "section, bad, match",
+    [
+        ("noise_window", {"window": [0.6, 0.2]}, "start < end"),
+        ("noise_window", {"window": [0.0, 0.3], "width": 0.5}, "wider than the window"),
+        ("guidance_interval", {"interval": [0.0, 1.5]}, "start < end"),
+    ],
+)
+def test_bad_windows_are_errors(section, bad, match):
+    from pydantic import ValidationError
+
+    from diffexp.exploration import ExplorationConfig
+
+    with pytest.raises(ValidationError, match=match):
+        ExplorationConfig(strategy="sde_window", **{section: bad})

@@ -43,15 +43,27 @@ def _sample(pipe, strategy, seed=0):
         return sampler, sampler.sample(plan, g)
 
 
-@pytest.mark.parametrize("strategy", ["baseline", "cfg", "phrase", "diffexp"])
+ALL_STRATEGIES = ["baseline", "cfg", "phrase", "diffexp", "sde_window", "guidance_interval"]
+
+
+@pytest.mark.parametrize("strategy", ALL_STRATEGIES)
 def test_replayed_log_probs_equal_sampled(twin, strategy):
-    """exp(new - old) = 1 at every step: replay uses the recorded embeddings and CFG scales."""
+    """exp(new - old) = 1 at every stochastic step: replay uses the recorded embeddings, CFG scales
+    and noise levels; a step the plan made deterministic has no log-probability (NaN) either way."""
     sampler, traj = _sample(twin, strategy)
     assert traj.latents.shape[:2] == (4, STEPS + 1) and traj.log_probs.shape == (4, STEPS)
+    stochastic = traj.stochastic_steps()
+    if strategy == "sde_window":  # the default window: noise on the first half of the steps only
+        assert stochastic[:, : STEPS // 2].all() and not stochastic[:, STEPS // 2 :].any()
+    if strategy == "guidance_interval":  # the default interval: no guidance on the noisiest 30%
+        assert (traj.guidance_scales[:, :2] == 1).all() and (traj.guidance_scales[:, 2:] == 5).all()
     with torch.no_grad():
         for step in range(STEPS):
-            ratio = torch.exp(sampler.step_log_prob(traj, step) - traj.log_probs[:, step])
-            assert (ratio - 1).abs().max().item() <= 1e-5, (strategy, step)
+            new = sampler.step_log_prob(traj, step)
+            rows = stochastic[:, step]
+            assert torch.isnan(new[~rows]).all() and torch.isnan(traj.log_probs[~rows, step]).all()
+            ratio = torch.exp(new[rows] - traj.log_probs[rows, step])
+            assert (ratio - 1).abs().max().item() <= 1e-5 if rows.any() else True, (strategy, step)
 
 
 @pytest.mark.parametrize("strategy", ["baseline", "diffexp"])

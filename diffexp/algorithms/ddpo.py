@@ -145,7 +145,7 @@ def cat_trajectories(parts: list[Trajectory]) -> Trajectory:
     values = {}
     for f in fields(Trajectory):
         items = [getattr(p, f.name) for p in parts]
-        if f.name == "timesteps":
+        if f.name in Trajectory.SHARED:
             values[f.name] = items[0]
         elif items[0] is None:
             values[f.name] = None
@@ -228,7 +228,8 @@ class DDPO(RewardFinetuningModule):
         t = self.config.train
         n, steps = len(traj), traj.log_probs.shape[1]
         window = torch.tensor(t.window_steps(steps))
-        num_train_steps = t.train_steps_per_sample(steps)
+        eligible = self.trainable_steps(traj, window)
+        num_train_steps = max(1, int(int(eligible.sum(dim=1).min()) * t.timestep_fraction))
         accum = t.gradient_accumulation_steps
         step_weights = self.step_weights(traj, window)
         infos: dict[str, list[float]] = {"loss": [], "approx_kl": [], "clipfrac": [], "ratio": []}
@@ -236,9 +237,7 @@ class DDPO(RewardFinetuningModule):
         for inner in range(t.num_inner_epochs):
             order = torch.randperm(n, generator=self.train_generator)
             # ddpo-pytorch: an independent random order of timesteps (here: of the window's) for every sample
-            step_order = torch.stack(
-                [window[torch.randperm(len(window), generator=self.train_generator)] for _ in range(n)]
-            )
+            step_order = torch.stack([self._shuffled(eligible[b], num_train_steps) for b in range(n)])
             minibatches = order.split(t.batch_size)
             for mb_index, idx in enumerate(minibatches):
                 sub = traj.select(idx)
@@ -269,6 +268,22 @@ class DDPO(RewardFinetuningModule):
             checksum = self.gather(torch.stack([p.detach().double().sum() for p in self.trainable]).sum().reshape(1))
             out["ddp_param_divergence"] = (checksum.max() - checksum.min()).item()
         return out
+
+    def trainable_steps(self, traj: Trajectory, window: torch.Tensor) -> torch.Tensor:
+        """(B, T) bool: the window's steps that drew noise (a deterministic step has no log-probability)."""
+        in_window = torch.zeros(traj.log_probs.shape[1], dtype=torch.bool)
+        in_window[window] = True
+        eligible = traj.stochastic_steps() & in_window
+        if bool((eligible.sum(dim=1) == 0).any()):
+            raise ValueError(
+                "a sample has no stochastic step inside train.timestep_window: the exploration's noise window "
+                "(exploration.noise_window) and train.timestep_window must overlap"
+            )
+        return eligible
+
+    def _shuffled(self, eligible: torch.Tensor, count: int) -> torch.Tensor:
+        steps = eligible.nonzero().flatten()
+        return steps[torch.randperm(len(steps), generator=self.train_generator)][:count]
 
     def step_weights(self, traj: Trajectory, window: torch.Tensor) -> torch.Tensor | None:
         """Per-step loss weights (indexed by step, 0 = noisiest) for ``train.step_weighting``, or None."""

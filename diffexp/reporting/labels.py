@@ -3,11 +3,25 @@ strategy looks the same everywhere (same colour, same row position, same label).
 
 from __future__ import annotations
 
-STRATEGY_ORDER = ["baseline", "cfg", "phrase", "diffexp"]
-STRATEGY_LABELS = {"baseline": "Baseline", "cfg": "CFG only", "phrase": "Phrase only", "diffexp": "DiffExp"}
-STRATEGY_COLORS = {"baseline": "#6b6b6b", "cfg": "#1f77b4", "phrase": "#ff7f0e", "diffexp": "#d62728"}
-ALGORITHM_ORDER = ["ddpo", "alignprop"]
-ALGORITHM_LABELS = {"ddpo": "DDPO", "alignprop": "AlignProp"}
+STRATEGY_ORDER = ["baseline", "cfg", "phrase", "diffexp", "sde_window", "guidance_interval"]
+STRATEGY_LABELS = {
+    "baseline": "Baseline",
+    "cfg": "CFG only",
+    "phrase": "Phrase only",
+    "diffexp": "DiffExp",
+    "sde_window": "SDE-noise window",
+    "guidance_interval": "Guidance interval",
+}
+STRATEGY_COLORS = {
+    "baseline": "#6b6b6b",
+    "cfg": "#1f77b4",
+    "phrase": "#ff7f0e",
+    "diffexp": "#d62728",
+    "sde_window": "#2ca02c",
+    "guidance_interval": "#9467bd",
+}
+ALGORITHM_ORDER = ["ddpo", "grpo", "alignprop"]
+ALGORITHM_LABELS = {"ddpo": "DDPO", "grpo": "GRPO", "alignprop": "AlignProp"}
 METRIC_LABELS = {
     "reward_mean": "reward (training samples)",
     "eval_reward_mean": "reward (evaluation set)",
@@ -37,7 +51,7 @@ PROMPT_SET_LABELS = {
     "drawbench": "DrawBench",
 }
 BASELINE = "baseline"
-_EXTRA_COLORS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+_EXTRA_COLORS = ["#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 
 
 def ordered(values, order: list[str]) -> list[str]:

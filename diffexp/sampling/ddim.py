@@ -14,6 +14,7 @@ would otherwise move the log-probability by ~1e-6 and with it the PPO ratio.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMScheduler
@@ -88,21 +89,45 @@ def epsilon_logprob_scale(scheduler: DDIMScheduler, timesteps: torch.Tensor, eta
     return (d_mean_d_eps.abs() / std_dev_t).float()
 
 
+@dataclass
+class DDIMStep:
+    prev_sample: torch.Tensor
+    log_prob: torch.Tensor  # (B,); NaN for a sample whose step is deterministic (eta 0)
+    mean: torch.Tensor  # the Gaussian's mean, in the compute dtype (float64 off MPS)
+    std: torch.Tensor  # (B,) sigma_t of each sample's step
+
+
 def ddim_step_with_logprob(
     scheduler: DDIMScheduler,
     model_output: torch.Tensor,
     timestep: int | torch.Tensor,
     sample: torch.Tensor,
-    eta: float,
+    eta: float | torch.Tensor,
     generator: torch.Generator | None = None,
     prev_sample: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM step x_t -> x_{t-1}; returns ``(prev_sample, log_prob)`` with ``log_prob`` of shape (B,).
 
-    ``timestep`` may be a scalar or one timestep per sample (DDPO trains on shuffled timesteps).
+    ``timestep`` may be a scalar or one timestep per sample (DDPO trains on shuffled timesteps);
+    ``eta`` a scalar or one per sample (an SDE-noise window sets it per step and sample).
     Pass ``prev_sample`` to score a given x_{t-1} instead of drawing one (the training-time mode).
     With ``eta == 0`` the step is deterministic and has no density: ``log_prob`` is NaN.
     """
+    step = ddim_step_distribution(scheduler, model_output, timestep, sample, eta, generator, prev_sample)
+    return step.prev_sample, step.log_prob
+
+
+def ddim_step_distribution(
+    scheduler: DDIMScheduler,
+    model_output: torch.Tensor,
+    timestep: int | torch.Tensor,
+    sample: torch.Tensor,
+    eta: float | torch.Tensor,
+    generator: torch.Generator | None = None,
+    prev_sample: torch.Tensor | None = None,
+) -> DDIMStep:
+    """:func:`ddim_step_with_logprob` with the step's Gaussian (mean, std) too: GRPO's KL to the
+    reference policy compares two policies' means at the same x_t."""
     if scheduler.num_inference_steps is None:
         raise ValueError("call scheduler.set_timesteps(num_steps) before stepping")
     config = scheduler.config
@@ -110,10 +135,21 @@ def ddim_step_with_logprob(
     compute = torch.float32 if sample.device.type == "mps" else torch.float64
     model_output, sample = model_output.to(compute), sample.to(compute)
     timestep = torch.as_tensor(timestep, device=sample.device)
+    # eta on the host (a float, or a CPU tensor): which samples are stochastic is known without a GPU sync
+    eta_host = torch.as_tensor(eta, dtype=torch.float64).cpu().reshape(-1)
+    eta_host = eta_host.expand(sample.shape[0]) if eta_host.numel() == 1 else eta_host
+    any_stochastic, all_stochastic = bool((eta_host > 0).any()), bool((eta_host > 0).all())
+    per_sample_eta = eta_host.to(device=sample.device, dtype=compute)
+    stochastic = (eta_host > 0).to(sample.device)
 
-    alpha_prod_t, alpha_prod_t_prev = _alpha_products(scheduler, timestep, compute, stochastic=eta > 0)
+    alpha_prod_t, alpha_prev_stochastic = _alpha_products(scheduler, timestep, compute, stochastic=True)
+    _, alpha_prev_deterministic = _alpha_products(scheduler, timestep, compute, stochastic=False)
     alpha_prod_t = _broadcast(alpha_prod_t, sample)
-    alpha_prod_t_prev = _broadcast(alpha_prod_t_prev, sample)
+    alpha_prod_t_prev = torch.where(
+        _broadcast(stochastic, sample).bool(),
+        _broadcast(alpha_prev_stochastic, sample),
+        _broadcast(alpha_prev_deterministic, sample),
+    )
     beta_prod_t = 1 - alpha_prod_t
 
     if config.prediction_type == "epsilon":
@@ -134,12 +170,12 @@ def ddim_step_with_logprob(
 
     # sigma_t of DDIM (eq. 16): eta * sqrt((1 - a_prev) / (1 - a_t)) * sqrt(1 - a_t / a_prev)
     variance = (1 - alpha_prod_t_prev) / beta_prod_t * (1 - alpha_prod_t / alpha_prod_t_prev)
-    std_dev_t = eta * variance**0.5
+    std_dev_t = _broadcast(per_sample_eta, sample) * variance**0.5
     direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** 0.5 * pred_epsilon
     prev_mean = alpha_prod_t_prev**0.5 * pred_original + direction
 
     if prev_sample is None:
-        if eta > 0:
+        if any_stochastic:  # one draw for the batch, as the pipeline's (keeps its noise stream)
             noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=out_dtype)
             prev_sample = prev_mean + std_dev_t * noise.to(compute)
         else:
@@ -147,10 +183,13 @@ def ddim_step_with_logprob(
         # What is stored (and later replayed) is the sample in the model's dtype: score that one.
         prev_sample = prev_sample.to(out_dtype)
 
-    if eta > 0:
+    log_prob = torch.full(sample.shape[:1], float("nan"), device=sample.device, dtype=torch.float32)
+    if any_stochastic:
+        # a deterministic sample's sigma_t is 0: give it 1 in the density and NaN as its log-prob
+        std_safe = torch.where(std_dev_t > 0, std_dev_t, torch.ones_like(std_dev_t))
         target = prev_sample.detach().to(compute)
-        log_prob = -((target - prev_mean) ** 2) / (2 * std_dev_t**2) - torch.log(std_dev_t) - _LOG_SQRT_2PI
-        log_prob = log_prob.mean(dim=tuple(range(1, log_prob.ndim))).to(torch.float32)
-    else:
-        log_prob = torch.full(sample.shape[:1], float("nan"), device=sample.device, dtype=torch.float32)
-    return prev_sample, log_prob
+        density = -((target - prev_mean) ** 2) / (2 * std_safe**2) - torch.log(std_safe) - _LOG_SQRT_2PI
+        density = density.mean(dim=tuple(range(1, density.ndim))).float()
+        log_prob = density if all_stochastic else torch.where(stochastic, density, log_prob)
+    std = std_dev_t.reshape(sample.shape[0], -1)[:, 0]
+    return DDIMStep(prev_sample, log_prob, prev_mean, std)

@@ -14,12 +14,15 @@ class SamplingPlan:
     ``prompts`` are the original, unweighted texts: rewards are always computed on these.
     ``conditioning_prompts`` are what the model is conditioned on (possibly with ``(phrase)w``
     weights); ``guidance_scales`` has shape (batch, num_steps): the CFG scale of every step.
+    ``noise_scales`` (same shape; default all 1) multiplies the sampler's noise (DDIM's eta, the flow
+    SDE's noise level) at every step: 0 makes a step deterministic.
     """
 
     prompts: list[str]
     conditioning_prompts: list[str]
     guidance_scales: torch.Tensor
     phrase_weights: list[dict[str, float]] = field(default_factory=list)
+    noise_scales: torch.Tensor | None = None
 
     def __post_init__(self):
         n = len(self.prompts)
@@ -30,6 +33,13 @@ class SamplingPlan:
             )
         if not self.phrase_weights:
             self.phrase_weights = [{} for _ in range(n)]
+        if self.noise_scales is None:
+            self.noise_scales = torch.ones(self.guidance_scales.shape)
+        elif self.noise_scales.shape != self.guidance_scales.shape:
+            raise ValueError(
+                f"noise scales of shape {tuple(self.noise_scales.shape)} do not match the guidance scales' "
+                f"{tuple(self.guidance_scales.shape)}"
+            )
 
     @property
     def num_steps(self) -> int:

@@ -17,7 +17,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from torch.utils.checkpoint import checkpoint
 
 from diffexp.sampling.conditioning import Conditioning, PromptEncoder
-from diffexp.sampling.ddim import ddim_step_with_logprob
+from diffexp.sampling.ddim import DDIMStep, ddim_step_distribution, ddim_step_with_logprob
 from diffexp.sampling.plan import SamplingPlan
 
 
@@ -29,6 +29,9 @@ class Trajectory:
     log_probs:        (B, T)             log pi(x_{t-1} | x_t) at sampling time (NaN if eta = 0)
     timesteps:        (T,)               the scheduler's timesteps
     guidance_scales:  (B, T)             CFG scale used at every step
+    noise_levels:     (B, T)             the noise of every step (DDIM's eta; flow: the SDE's noise level),
+                                         on the host; 0 marks a deterministic step (no log-prob)
+    sigmas:           (T+1,)             flow models: the noise levels sigma of the schedule, else None
     cond / uncond:    text conditioning used for the conditional / unconditional CFG branch
     add_time_ids:     (B, 6) SDXL micro-conditioning, else None
     images:           (B, 3, H, W) in [0, 1] if decoded (carries gradient in gradient mode)
@@ -45,9 +48,18 @@ class Trajectory:
     add_time_ids: torch.Tensor | None = None
     images: torch.Tensor | None = None
     phrase_weights: list[dict[str, float]] = field(default_factory=list)
+    noise_levels: torch.Tensor | None = None
+    sigmas: torch.Tensor | None = None
+
+    #: fields that describe the schedule, not a sample (not indexed by ``select``, not concatenated)
+    SHARED = ("timesteps", "sigmas")
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def stochastic_steps(self) -> torch.Tensor:
+        """(B, T) bool on the host: the steps that drew noise, the only ones with a log-probability."""
+        return self.noise_levels > 0
 
     def select(self, index: torch.Tensor | list[int] | slice) -> Trajectory:
         """The sub-batch ``index`` (a tensor/list of sample indices, or a slice)."""
@@ -59,7 +71,7 @@ class Trajectory:
         values = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "timesteps" or value is None:
+            if f.name in Trajectory.SHARED or value is None:
                 values[f.name] = value
             elif isinstance(value, list):
                 values[f.name] = [value[i] for i in positions] if value else []
@@ -188,6 +200,7 @@ class TrajectorySampler:
             )
         guided_steps = (plan.guidance_scales != 1.0).any(dim=0).tolist()  # on the host: no GPU sync per step
         scales = plan.guidance_scales.to(self.device)
+        etas = (self.eta * plan.noise_scales).cpu()  # per sample and step, on the host
         all_latents, all_log_probs = [latents.detach()], []
         # Gradient checkpointing per UNet block (diffusers' own, active only on steps with
         # gradient): backward then holds one block's activations at a time, where checkpointing
@@ -208,7 +221,7 @@ class TrajectorySampler:
                     else:
                         noise = self.noise_pred(*args)
                     next_latents, log_prob = ddim_step_with_logprob(
-                        self.scheduler, noise, t, latents, self.eta, generator
+                        self.scheduler, noise, t, latents, etas[:, i], generator
                     )
                     if step_grad and not grad_all[i]:
                         keep = grad_mask[:, i].to(self.device).reshape(-1, *([1] * (latents.ndim - 1)))
@@ -236,6 +249,7 @@ class TrajectorySampler:
             add_time_ids=time_ids,
             images=images,
             phrase_weights=list(plan.phrase_weights),
+            noise_levels=etas,
         )
 
     def _supports_block_checkpointing(self) -> bool:
@@ -277,6 +291,10 @@ class TrajectorySampler:
         Uses the recorded embeddings and CFG scales, so the policy that is evaluated is the one
         that sampled (exploration included). Differentiable with respect to the UNet.
         """
+        return self.step_distribution(traj, step_index).log_prob
+
+    def step_distribution(self, traj: Trajectory, step_index: torch.Tensor | int) -> DDIMStep:
+        """The recorded transition's Gaussian under the current weights: log-prob, mean and std."""
         batch = len(traj)
         steps = torch.as_tensor(step_index, dtype=torch.long, device=traj.latents.device)
         if steps.ndim == 0:
@@ -285,8 +303,6 @@ class TrajectorySampler:
         latents, next_latents = traj.latents[rows, steps], traj.latents[rows, steps + 1]
         timesteps = traj.timesteps.to(steps.device)[steps]
         scales = traj.guidance_scales.to(steps.device)[rows, steps]
+        etas = traj.noise_levels[rows.cpu(), steps.cpu()]
         noise = self.noise_pred(latents, timesteps, traj.cond, traj.uncond, scales, traj.add_time_ids)
-        _, log_prob = ddim_step_with_logprob(
-            self.scheduler, noise, timesteps, latents, self.eta, prev_sample=next_latents
-        )
-        return log_prob
+        return ddim_step_distribution(self.scheduler, noise, timesteps, latents, etas, prev_sample=next_latents)

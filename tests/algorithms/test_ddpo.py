@@ -257,7 +257,7 @@ def test_update_trains_only_the_window_steps(tmp_path, window, allowed):
     assert all(len(set(row.tolist())) == per_sample for row in rows)  # no step twice for a sample
 
 
-@pytest.mark.parametrize("strategy", ["baseline", "cfg", "phrase", "diffexp"])
+@pytest.mark.parametrize("strategy", ["baseline", "cfg", "phrase", "diffexp", "sde_window", "guidance_interval"])
 def test_first_step_ratio_is_one_with_replay_and_bites_without(sd15, strategy):
     """Replaying the recorded exploration gives ratio 1 at the first inner step; replaying the
     *unexplored* policy (plain prompt, base CFG) instead puts the ratio outside DDPO's clip
@@ -272,17 +272,23 @@ def test_first_step_ratio_is_one_with_replay_and_bites_without(sd15, strategy):
     sampler = TrajectorySampler(sd15, num_steps=steps, eta=1.0)
     g = torch.Generator().manual_seed(0)
     prompts = [Prompt("a monkey washing the dishes", ("monkey", "washing the dishes"))] * 8
-    # phrase weights of 1.5: draws near w = 1 barely change the policy, which says nothing about the guard
-    plan = build_strategy({"strategy": strategy, "phrase": {"weight": 1.5}}).plan(prompts, steps, g)
+    # phrase weights of 1.5: draws near w = 1 barely change the policy, which says nothing about the guard;
+    # a noise window with eta 0.3 outside it: those steps have a density that the unexplored eta 1 misreads
+    options = {"phrase": {"weight": 1.5}, "noise_window": {"window": [0.0, 0.5], "outside": 0.3}}
+    plan = build_strategy({"strategy": strategy, **options}).plan(prompts, steps, g)
     with torch.no_grad():
         traj = sampler.sample(plan, g)
         naive = replace(
-            traj, cond=sampler.encoder.encode(plan.prompts), guidance_scales=torch.full_like(traj.guidance_scales, 5.0)
+            traj,
+            cond=sampler.encoder.encode(plan.prompts),
+            guidance_scales=torch.full_like(traj.guidance_scales, 5.0),
+            noise_levels=torch.ones_like(traj.noise_levels),
         )
         replayed = torch.stack([sampler.step_log_prob(traj, k) for k in range(steps)], 1)
         unexplored = torch.stack([sampler.step_log_prob(naive, k) for k in range(steps)], 1)
     assert (torch.exp(replayed - traj.log_probs) - 1).abs().max().item() <= 1e-5
-    changed = (traj.guidance_scales != 5.0) | torch.tensor([bool(w) for w in plan.phrase_weights]).unsqueeze(1)
+    weighted = torch.tensor([bool(w) for w in plan.phrase_weights]).unsqueeze(1)
+    changed = (traj.guidance_scales != 5.0) | weighted | (traj.noise_levels != 1.0)
     deviation = (torch.exp(unexplored - traj.log_probs) - 1).abs()
     clipped = deviation > clip
     if strategy == "baseline":
@@ -293,7 +299,7 @@ def test_first_step_ratio_is_one_with_replay_and_bites_without(sd15, strategy):
     # Measured on this random twin: cfg 100% (median 3e-2); phrase ~70% and diffexp ~65% (median ~2e-4),
     # since a random 32-wide text encoder barely separates weighted from plain prompts.
     assert median > clip
-    assert fraction >= (0.9 if strategy == "cfg" else 0.5)
+    assert fraction >= (0.9 if strategy in ("cfg", "sde_window", "guidance_interval") else 0.5)
 
 
 @pytest.mark.slow
