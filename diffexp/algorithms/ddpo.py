@@ -37,7 +37,9 @@ class StatTrackingConfig(StrictConfig):
     )
 
 
-class DDPOTrainConfig(TrainConfig):
+class PolicyGradientTrainConfig(TrainConfig):
+    """The PPO-clip fields DDPO and GRPO share (the defaults are ddpo-pytorch's)."""
+
     learning_rate: float = Field(3e-4, gt=0, description="AdamW learning rate (ddpo-pytorch: 3e-4)")
     batch_size: int = Field(4, ge=1, description="samples per training minibatch, per device")
     gradient_accumulation_steps: int = Field(2, ge=1, description="minibatches accumulated per optimiser step")
@@ -60,7 +62,6 @@ class DDPOTrainConfig(TrainConfig):
     )
     clip_range: float = Field(1e-4, gt=0, description="PPO ratio clip range (ddpo-pytorch: 1e-4)")
     adv_clip_max: float = Field(5.0, gt=0, description="advantages are clipped to [-adv_clip_max, adv_clip_max]")
-    stat_tracking: StatTrackingConfig = Field(default_factory=StatTrackingConfig)
 
     @model_validator(mode="after")
     def _window_in_order(self):
@@ -78,6 +79,10 @@ class DDPOTrainConfig(TrainConfig):
 
     def train_steps_per_sample(self, num_steps: int) -> int:
         return max(1, int(len(self.window_steps(num_steps)) * self.timestep_fraction))
+
+
+class DDPOTrainConfig(PolicyGradientTrainConfig):
+    stat_tracking: StatTrackingConfig = Field(default_factory=StatTrackingConfig)
 
 
 class DDPOConfig(AlgorithmConfig):
@@ -167,9 +172,12 @@ class DDPO(RewardFinetuningModule):
 
     def __init__(self, config: DDPOConfig):
         super().__init__(config)
-        st = config.train.stat_tracking
-        self.stat_tracker = PerPromptStatTracker(st.buffer_size, st.min_count, st.scale) if st.per_prompt else None
+        self.stat_tracker = self.make_stat_tracker()
         self.train_generator = torch.Generator()
+
+    def make_stat_tracker(self) -> PerPromptStatTracker | None:
+        st = self.config.train.stat_tracking
+        return PerPromptStatTracker(st.buffer_size, st.min_count, st.scale) if st.per_prompt else None
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -245,17 +253,16 @@ class DDPO(RewardFinetuningModule):
                 with self.no_sync():
                     for j in range(num_train_steps):
                         step_idx = step_order[idx, j]
-                        log_prob = self.sampler.step_log_prob(sub, step_idx)
                         old = sub.log_probs[torch.arange(len(idx)), step_idx.to(sub.log_probs.device)]
-                        weights = None if step_weights is None else step_weights[step_idx].to(log_prob.device)
-                        loss, info = ppo_clip_loss(log_prob, old, sub_adv, t.clip_range, t.adv_clip_max, weights)
+                        weights = None if step_weights is None else step_weights[step_idx].to(old.device)
+                        loss, info, log_prob = self.step_loss(sub, step_idx, old, sub_adv, weights)
                         self.check_finite(loss, f"update (inner epoch {inner}, minibatch {mb_index}, timestep {j})")
                         if first_ratio_dev is None:
-                            first_ratio_dev = (torch.exp(log_prob - old) - 1).abs().max().item()
+                            first_ratio_dev = (torch.exp(log_prob.detach() - old) - 1).abs().max().item()
                         self.manual_backward(loss / (accum * num_train_steps))
                         infos["loss"].append(loss.item())
-                        for k in ("approx_kl", "clipfrac", "ratio"):
-                            infos[k].append(info[k].item())
+                        for k, value in info.items():
+                            infos.setdefault(k, []).append(value.item())
                 if (mb_index + 1) % accum == 0:
                     self.sync_gradients()
                     grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm)
@@ -268,6 +275,20 @@ class DDPO(RewardFinetuningModule):
             checksum = self.gather(torch.stack([p.detach().double().sum() for p in self.trainable]).sum().reshape(1))
             out["ddp_param_divergence"] = (checksum.max() - checksum.min()).item()
         return out
+
+    def step_loss(
+        self,
+        traj: Trajectory,
+        step_index: torch.Tensor,
+        old_log_prob: torch.Tensor,
+        advantages: torch.Tensor,
+        weights: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """The loss of one timestep per sample of a minibatch: (loss, metrics, new log-probs)."""
+        t = self.config.train
+        log_prob = self.sampler.step_log_prob(traj, step_index)
+        loss, info = ppo_clip_loss(log_prob, old_log_prob, advantages, t.clip_range, t.adv_clip_max, weights)
+        return loss, info, log_prob
 
     def trainable_steps(self, traj: Trajectory, window: torch.Tensor) -> torch.Tensor:
         """(B, T) bool: the window's steps that drew noise (a deterministic step has no log-probability)."""

@@ -51,11 +51,13 @@ def grpo_loss(
     adv_clip_max: float,
     kl: torch.Tensor | None = None,
     beta: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO's objective (Flow-GRPO ``train_sd3.py``, DanceGRPO): the PPO-clip surrogate on the
     per-step log-probability ratio plus ``beta`` times the per-sample KL to the reference policy
-    (``kl``, e.g. :func:`gaussian_kl`), averaged over the batch. With ``beta`` 0 it is DDPO's loss."""
-    policy, info = ppo_clip_loss(log_prob, old_log_prob, advantages, clip_range, adv_clip_max)
+    (``kl``, e.g. :func:`gaussian_kl`), averaged over the batch; ``weights`` weight the surrogate per
+    sample as DDPO's. With ``beta`` 0 it is DDPO's loss."""
+    policy, info = ppo_clip_loss(log_prob, old_log_prob, advantages, clip_range, adv_clip_max, weights)
     if kl is None or beta == 0.0:
         info["kl"] = torch.zeros((), dtype=log_prob.dtype) if kl is None else kl.detach().mean()
         return policy, info

@@ -1,6 +1,6 @@
 """Algorithms by name: each is a config class and a Lightning module class.
 
-The built-in ones (``ddpo``, ``alignprop``) register themselves in their own modules with
+The built-in ones (``ddpo``, ``grpo``, ``alignprop``) register themselves in their own modules with
 :func:`register_algorithm`; a plugin registers its own the same way. Adding an algorithm is one
 module (its config, beside its module subclassing ``RewardFinetuningModule``) and one decorator.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from diffexp.plugins import load_plugins
 
 #: modules of the built-in algorithms, imported on the first lookup (they import this module)
-BUILTIN_MODULES = ("diffexp.algorithms.ddpo", "diffexp.algorithms.alignprop")
+BUILTIN_MODULES = ("diffexp.algorithms.ddpo", "diffexp.algorithms.grpo", "diffexp.algorithms.alignprop")
 
 
 @dataclass(frozen=True)
