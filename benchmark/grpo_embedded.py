@@ -26,7 +26,7 @@ CONFIG = ROOT / "experiments/embedded/grpo.yaml"
 
 def train(out: Path, seed: int, extra: list[str]) -> float:
     start = time.perf_counter()
-    command = [sys.executable, "-m", "diffexp", "train", str(CONFIG), f"run.seed={seed}"]
+    command = [sys.executable, "-m", "diffexp", "train", "--config", str(CONFIG), f"run.seed={seed}"]
     command += [f"run.output_dir={out}", f"run.name=seed{seed}", *extra]
     subprocess.run(command, check=True, cwd=ROOT)
     return time.perf_counter() - start

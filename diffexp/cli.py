@@ -163,7 +163,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="fine-tune with DDPO or AlignProp under an exploration strategy",
-        description="Run DDPO or AlignProp from a YAML config (see experiments/) with optional overrides. "
+        description="Run DDPO, GRPO or AlignProp from a YAML config (see experiments/) with optional overrides. "
         "Re-running a run (same run.output_dir/run.name) resumes from its last checkpoint, if its config is "
         "the same run's (a longer run.num_epochs, another eval cadence, loggers or threads may change); "
         "one training at a time holds a run directory. "
