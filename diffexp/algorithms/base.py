@@ -37,7 +37,9 @@ from diffexp.evaluation.artifacts import PROMPTS_NAME
 from diffexp.exploration import build_strategy
 from diffexp.models import get_pipeline
 from diffexp.models.lora import add_lora, lora_state_dict
+from diffexp.models.pipelines import denoiser_of
 from diffexp.prompts.base import PromptLike, as_prompt
+from diffexp.sampling.flow_trajectory import make_sampler
 from diffexp.sampling.trajectory import Trajectory, TrajectorySampler
 
 
@@ -128,16 +130,16 @@ class RewardFinetuningModule(L.LightningModule):
         self.strict_loading = False  # checkpoints hold only the trainable weights
         self.reward_queries = 0
         self.pipe = get_pipeline(config.model.pretrained, dtype=config.model.dtype)
-        for part in ("vae", "text_encoder", "text_encoder_2"):
+        for part in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
             module = getattr(self.pipe, part, None)
             if module is not None:
                 module.requires_grad_(False).eval()
-        self.unet = self.pipe.unet
+        self.denoiser = denoiser_of(self.pipe)  # the UNet, or a flow model's transformer
         if config.model.use_lora:
-            self.trainable = add_lora(self.unet, config.model.lora)
+            self.trainable = add_lora(self.denoiser, config.model.lora)
         else:
-            self.unet.requires_grad_(True)
-            self.trainable = list(self.unet.parameters())
+            self.denoiser.requires_grad_(True)
+            self.trainable = list(self.denoiser.parameters())
         for p in self.trainable:  # trainable weights stay fp32 whatever the frozen parts' dtype
             p.data = p.data.float()
         self.strategy = build_strategy(config.exploration)
@@ -197,9 +199,14 @@ class RewardFinetuningModule(L.LightningModule):
         self.finish_epoch(metrics)
 
     # -- set-up ----------------------------------------------------------------------------
+    @property
+    def unet(self) -> torch.nn.Module:
+        """The denoiser under its DDIM-model name (the embedded world's and older code's)."""
+        return self.denoiser
+
     def make_sampler(self) -> TrajectorySampler:
         s = self.config.sample
-        return TrajectorySampler(
+        return make_sampler(
             self.pipe,
             num_steps=s.num_steps,
             eta=s.eta,
@@ -420,11 +427,11 @@ class RewardFinetuningModule(L.LightningModule):
         plan = build_strategy({"strategy": "baseline", "guidance_scale": self.config.exploration.guidance_scale}).plan(
             prompts, self.config.sample.num_steps, generator
         )
-        was_training = self.unet.training
-        self.unet.eval()
+        was_training = self.denoiser.training
+        self.denoiser.eval()
         sampler = getattr(self, "sampler", None) or self.make_sampler()
         traj = sampler.sample(plan, generator)
-        self.unet.train(was_training)
+        self.denoiser.train(was_training)
         return traj
 
     def save_eval_images(self, images: torch.Tensor, prompts: list[str], rewards: torch.Tensor) -> None:
@@ -490,9 +497,9 @@ class RewardFinetuningModule(L.LightningModule):
     # -- checkpoint state: trainable weights, counters, stat tracker, every RNG ----------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.config.model.use_lora:
-            trainable = lora_state_dict(self.unet)  # peft's key names; restored in on_load_checkpoint
+            trainable = lora_state_dict(self.denoiser)  # peft's key names; restored in on_load_checkpoint
         else:
-            trainable = {f"unet.{k}": v for k, v in self.unet.state_dict().items()}
+            trainable = {f"unet.{k}": v for k, v in self.denoiser.state_dict().items()}
         if not all(bool(torch.isfinite(v).all()) for v in trainable.values()):  # never a NaN "last good" state
             raise NonFiniteError(f"epoch {self.current_epoch}: refusing to checkpoint non-finite trainable weights")
         checkpoint["state_dict"] = {k: v.detach().cpu() for k, v in trainable.items()}
@@ -517,9 +524,9 @@ class RewardFinetuningModule(L.LightningModule):
         if self.config.model.use_lora:
             from peft import set_peft_model_state_dict
 
-            set_peft_model_state_dict(self.unet, state_dict, adapter_name="default")
+            set_peft_model_state_dict(self.denoiser, state_dict, adapter_name="default")
         else:
-            self.unet.load_state_dict({k.removeprefix("unet."): v for k, v in state_dict.items()})
+            self.denoiser.load_state_dict({k.removeprefix("unet."): v for k, v in state_dict.items()})
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["diffexp"]

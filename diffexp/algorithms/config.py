@@ -28,8 +28,8 @@ class StrictConfig(BaseModel):
 class ModelConfig(StrictConfig):
     pretrained: str = Field(
         "embedded",
-        description="a registered pipeline name ('tiny-sd15'/'tiny-sdxl': random twins; 'embedded': the shipped "
-        "world model), a local diffusers folder, or a cached hub id",
+        description="a registered pipeline name ('tiny-sd15'/'tiny-sdxl'/'tiny-sd3': random twins; 'embedded': the "
+        "shipped world model), a local diffusers folder, or a cached hub id (SD 1.x/2.x, SDXL, SD3/SD3.5, FLUX.1)",
     )
     dtype: Literal["fp32", "fp16", "bf16"] = Field(
         "fp32", description="weights dtype of the frozen parts (trainable LoRA weights stay fp32)"
@@ -41,9 +41,13 @@ class ModelConfig(StrictConfig):
 
 
 class SampleConfig(StrictConfig):
-    num_steps: int = Field(50, ge=1, le=1000, description="DDIM steps (ddpo-pytorch: 50)")
+    num_steps: int = Field(50, ge=1, le=1000, description="sampling steps, DDIM or flow (ddpo-pytorch: 50)")
     eta: float = Field(
-        1.0, ge=0.0, le=1.0, description="DDIM eta; DDPO needs > 0 for a stochastic policy (ddpo-pytorch: 1.0)"
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="the sampler's noise: DDIM's eta (ddpo-pytorch: 1.0), or on a flow model (SD3, FLUX) the SDE's "
+        "noise level (Flow-GRPO: 0.7); DDPO and GRPO need > 0 for a stochastic policy",
     )
     batch_size: int = Field(8, ge=1, description="samples per sampling batch, per device")
     num_batches_per_epoch: int = Field(4, ge=1, description="sampling batches per epoch, per device")

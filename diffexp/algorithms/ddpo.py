@@ -188,12 +188,12 @@ class DDPO(RewardFinetuningModule):
     @torch.no_grad()
     def generate(self, round_index: int = 0) -> Trajectory:
         s = self.config.sample
-        self.unet.eval()
+        self.denoiser.eval()
         parts = []
         for _ in range(s.num_batches_per_epoch):
             plan = self.strategy.plan(self.draw_prompts(s.batch_size), s.num_steps, self.sample_generator)
             parts.append(self.sampler.sample(plan, self.sample_generator))
-        self.unet.train()
+        self.denoiser.train()
         return cat_trajectories(parts)
 
     # 2. reward: the template's (``base.reward``), without gradients --------------------------

@@ -94,8 +94,8 @@ class GRPO(DDPO):
     @contextlib.contextmanager
     def reference_policy(self):
         """The base model: the adapter disabled for the duration."""
-        self.unet.disable_adapters()
+        self.denoiser.disable_adapters()
         try:
             yield
         finally:
-            self.unet.enable_adapters()
+            self.denoiser.enable_adapters()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from diffusers import DiffusionPipeline
 
-from diffexp.models.pipelines import ModelNotFoundError, load_pipeline, parse_dtype
+from diffexp.models.pipelines import ModelNotFoundError, denoiser_of, load_pipeline, parse_dtype
 from diffexp.plugins import load_plugins
 
 #: name -> factory ``(dtype, device, seed) -> pipeline``; a name is looked up before any folder or hub id
@@ -32,7 +32,7 @@ def pipeline_names() -> list[str]:
 
 
 def get_pipeline(source: str, dtype: str = "fp32", device: str = "cpu", seed: int = 0) -> DiffusionPipeline:
-    """A pipeline from a registered name ('tiny-sd15'/'tiny-sdxl': random twins; 'sd15-sized': SD
+    """A pipeline from a registered name ('tiny-sd15'/'tiny-sdxl'/'tiny-sd3': random twins; 'sd15-sized': SD
     1.5's real sizes with random weights; plugins' names, e.g. 'embedded'), a local diffusers
     folder or a cached hub id."""
     load_plugins()
@@ -43,7 +43,7 @@ def get_pipeline(source: str, dtype: str = "fp32", device: str = "cpu", seed: in
 
 def _cast(pipe: DiffusionPipeline, dtype: str, device: str) -> DiffusionPipeline:
     torch_dtype = parse_dtype(dtype)
-    return pipe.to(device) if torch_dtype == pipe.unet.dtype else pipe.to(device, torch_dtype)
+    return pipe.to(device) if torch_dtype == denoiser_of(pipe).dtype else pipe.to(device, torch_dtype)
 
 
 def _twin(build_name: str):
@@ -58,6 +58,7 @@ def _twin(build_name: str):
 register_pipeline("tiny-sd15")(_twin("tiny_sd15_pipeline"))
 register_pipeline("tiny-sdxl")(_twin("tiny_sdxl_pipeline"))
 register_pipeline("sd15-sized")(_twin("sd15_sized_pipeline"))
+register_pipeline("tiny-sd3")(_twin("tiny_sd3_pipeline"))
 
 __all__ = [
     "PIPELINES",

@@ -1,4 +1,4 @@
-"""Load Stable Diffusion 1.x/2.x and SDXL pipelines from a hub id or a local folder.
+"""Load Stable Diffusion 1.x/2.x, SDXL, SD3/SD3.5 and FLUX.1 pipelines from a hub id or a local folder.
 
 Loading never reaches the network unless the caller allows it: weights must be in a local folder
 or in the Hugging Face cache. A missing model gives an error that says how to get it.
@@ -10,7 +10,14 @@ import os
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    DDIMScheduler,
+    DiffusionPipeline,
+    FluxPipeline,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -24,8 +31,28 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
         raise ValueError(f"unknown precision {name!r}; choose one of {sorted(DTYPES)}") from None
 
 
+def model_family(pipe: DiffusionPipeline) -> str:
+    """'sd' (1.x/2.x), 'sdxl' (DDIM UNets), 'sd3' or 'flux' (flow-matching transformers)."""
+    if isinstance(pipe, StableDiffusion3Pipeline):
+        return "sd3"
+    if isinstance(pipe, FluxPipeline):
+        return "flux"
+    if isinstance(pipe, StableDiffusionXLPipeline) or getattr(pipe, "text_encoder_2", None) is not None:
+        return "sdxl"
+    return "sd"
+
+
 def is_sdxl(pipe: DiffusionPipeline) -> bool:
-    return isinstance(pipe, StableDiffusionXLPipeline) or getattr(pipe, "text_encoder_2", None) is not None
+    return model_family(pipe) == "sdxl"
+
+
+def is_flow_model(pipe: DiffusionPipeline) -> bool:
+    return model_family(pipe) in ("sd3", "flux")
+
+
+def denoiser_of(pipe: DiffusionPipeline) -> torch.nn.Module:
+    """The network that is trained: the UNet, or a flow model's transformer."""
+    return pipe.transformer if is_flow_model(pipe) else pipe.unet
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -38,7 +65,8 @@ def load_pipeline(
     device: str | torch.device = "cpu",
     allow_download: bool = False,
 ) -> DiffusionPipeline:
-    """Load an SD 1.x/2.x or SDXL pipeline with a DDIM scheduler (what DDPO and AlignProp sample with).
+    """Load an SD 1.x/2.x or SDXL pipeline with a DDIM scheduler (what DDPO and AlignProp sample with),
+    or an SD3/SD3.5 or FLUX.1 pipeline with its flow-matching scheduler.
 
     ``source`` is a local folder written by ``save_pretrained`` or a hub id such as
     ``stable-diffusion-v1-5/stable-diffusion-v1-5`` that is already in the local cache (or
@@ -69,8 +97,12 @@ def load_pipeline(
             f"  (or `hf download {source}`), then either copy the cache (HF_HOME) here or pass the\n"
             f"  downloaded folder as the model path (config field `model.pretrained`)."
         ) from err
-    if not isinstance(pipe, (StableDiffusionPipeline, StableDiffusionXLPipeline)):
-        raise ValueError(f"{source} is a {type(pipe).__name__}; only Stable Diffusion 1.x/2.x and SDXL are supported")
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    supported = (StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline)
+    if not isinstance(pipe, supported):
+        raise ValueError(
+            f"{source} is a {type(pipe).__name__}; supported: Stable Diffusion 1.x/2.x, SDXL, SD3/SD3.5 and FLUX.1"
+        )
+    if not is_flow_model(pipe):
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

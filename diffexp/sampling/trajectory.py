@@ -105,17 +105,23 @@ class TrajectorySampler:
         self.pipe = pipe
         self.encoder = PromptEncoder(pipe)
         self.num_steps, self.eta = num_steps, eta
-        default = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        size = getattr(self.denoiser.config, "sample_size", None) or pipe.default_sample_size  # FLUX: the pipeline's
+        default = size * pipe.vae_scale_factor
         self.height, self.width = height or default, width or default
         self.gradient_checkpointing = gradient_checkpointing
         self.negative_prompt = negative_prompt
-        self.on_step = on_step  # called before every DDIM step (a training checks for a stop request)
+        self.on_step = on_step  # called before every step (a training checks for a stop request)
         # Our own scheduler instance: the pipeline's stays untouched, and set_timesteps is done once.
-        self.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        self.scheduler.set_timesteps(num_steps, device=pipe._execution_device)
+        self.scheduler = self.make_scheduler()
+
+    def make_scheduler(self):
+        scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)
+        scheduler.set_timesteps(self.num_steps, device=self.pipe._execution_device)
+        return scheduler
 
     @property
-    def unet(self):
+    def denoiser(self):
+        """The network that predicts noise (a UNet here; a flow model's transformer in its sampler)."""
         return self.pipe.unet
 
     @property
@@ -150,7 +156,7 @@ class TrajectorySampler:
             model_in, embeds, pooled, time_ids, t = latents, cond.embeds, cond.pooled, add_time_ids, timestep
         model_in = self.scheduler.scale_model_input(model_in, timestep)
         added = None if pooled is None else {"text_embeds": pooled, "time_ids": time_ids}
-        out = self.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+        out = self.denoiser(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
         if not guided:
             return out
         out_uncond, out_cond = out.chunk(2)
@@ -188,16 +194,7 @@ class TrajectorySampler:
             grad_any, grad_all = grad_mask.any(dim=0).tolist(), grad_mask.all(dim=0).tolist()
         with torch.no_grad():
             cond, uncond, time_ids = self.encode(plan)
-            latents = self.pipe.prepare_latents(
-                batch,
-                self.unet.config.in_channels,
-                self.height,
-                self.width,
-                cond.embeds.dtype,
-                self.device,
-                generator,
-                latents,
-            )
+            latents = self.initial_latents(batch, cond.embeds.dtype, generator, latents)
         guided_steps = (plan.guidance_scales != 1.0).any(dim=0).tolist()  # on the host: no GPU sync per step
         scales = plan.guidance_scales.to(self.device)
         etas = (self.eta * plan.noise_scales).cpu()  # per sample and step, on the host
@@ -206,9 +203,9 @@ class TrajectorySampler:
         # gradient): backward then holds one block's activations at a time, where checkpointing
         # the whole UNet call would hold all of them while it recomputes.
         per_block = grad_mask is not None and self.gradient_checkpointing and self._supports_block_checkpointing()
-        switch_on = per_block and not getattr(self.unet, "is_gradient_checkpointing", False)
+        switch_on = per_block and not getattr(self.denoiser, "is_gradient_checkpointing", False)
         if switch_on:
-            self.unet.enable_gradient_checkpointing()
+            self.denoiser.enable_gradient_checkpointing()
         try:
             for i, t in enumerate(self.scheduler.timesteps):
                 if self.on_step is not None:
@@ -220,9 +217,7 @@ class TrajectorySampler:
                         noise = checkpoint(self.noise_pred, *args, use_reentrant=False)
                     else:
                         noise = self.noise_pred(*args)
-                    next_latents, log_prob = ddim_step_with_logprob(
-                        self.scheduler, noise, t, latents, etas[:, i], generator
-                    )
+                    next_latents, log_prob = self.transition(noise, i, latents, etas[:, i], generator)
                     if step_grad and not grad_all[i]:
                         keep = grad_mask[:, i].to(self.device).reshape(-1, *([1] * (latents.ndim - 1)))
                         next_latents = torch.where(keep, next_latents, next_latents.detach())
@@ -231,7 +226,7 @@ class TrajectorySampler:
                 all_log_probs.append(log_prob.detach())
         finally:
             if switch_on:
-                self.unet.disable_gradient_checkpointing()
+                self.denoiser.disable_gradient_checkpointing()
 
         images = None
         if decode:
@@ -250,11 +245,29 @@ class TrajectorySampler:
             images=images,
             phrase_weights=list(plan.phrase_weights),
             noise_levels=etas,
+            sigmas=self.sigmas,
+        )
+
+    #: the schedule's noise levels (flow models), recorded with the trajectory; None for DDIM
+    sigmas: torch.Tensor | None = None
+
+    def transition(
+        self, model_output: torch.Tensor, step: int, latents: torch.Tensor, noise_levels: torch.Tensor, generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``step`` of the chain from ``latents``: the next latents and their log-probabilities."""
+        t = self.scheduler.timesteps[step]
+        return ddim_step_with_logprob(self.scheduler, model_output, t, latents, noise_levels, generator)
+
+    def initial_latents(self, batch: int, dtype: torch.dtype, generator, latents: torch.Tensor | None) -> torch.Tensor:
+        """x_T as the pipeline draws it (``latents``, if given, are used as they are)."""
+        channels = self.denoiser.config.in_channels
+        return self.pipe.prepare_latents(
+            batch, channels, self.height, self.width, dtype, self.device, generator, latents
         )
 
     def _supports_block_checkpointing(self) -> bool:
-        return bool(getattr(self.unet, "_supports_gradient_checkpointing", False)) and hasattr(
-            self.unet, "enable_gradient_checkpointing"
+        return bool(getattr(self.denoiser, "_supports_gradient_checkpointing", False)) and hasattr(
+            self.denoiser, "enable_gradient_checkpointing"
         )
 
     def _grad_mask(self, grad_steps: torch.Tensor | None, batch: int) -> torch.Tensor | None:
@@ -305,4 +318,11 @@ class TrajectorySampler:
         scales = traj.guidance_scales.to(steps.device)[rows, steps]
         etas = traj.noise_levels[rows.cpu(), steps.cpu()]
         noise = self.noise_pred(latents, timesteps, traj.cond, traj.uncond, scales, traj.add_time_ids)
-        return ddim_step_distribution(self.scheduler, noise, timesteps, latents, etas, prev_sample=next_latents)
+        return self.distribution(noise, steps, latents, etas, next_latents)
+
+    def distribution(self, model_output, steps, latents, noise_levels, next_latents) -> DDIMStep:
+        """The Gaussian of the steps ``steps`` (one per sample) from ``latents``, scoring ``next_latents``."""
+        timesteps = self.scheduler.timesteps.to(steps.device)[steps]
+        return ddim_step_distribution(
+            self.scheduler, model_output, timesteps, latents, noise_levels, prev_sample=next_latents
+        )
