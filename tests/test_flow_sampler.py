@@ -25,21 +25,52 @@ def sd3():
     return tiny_sd3_pipeline(seed=0)
 
 
-def test_without_noise_the_image_is_the_pipelines(sd3):
-    reference = sd3(
+@pytest.fixture(scope="module")
+def sd3_t5():
+    from diffexp.models.twins import tiny_sd3_pipeline
+
+    return tiny_sd3_pipeline(seed=0, t5=True)
+
+
+@pytest.fixture(scope="module")
+def flux():
+    from diffexp.models.twins import tiny_flux_pipeline
+
+    return tiny_flux_pipeline(seed=0)
+
+
+@pytest.mark.parametrize("name", ["sd3", "sd3_t5", "flux"])
+def test_without_noise_the_image_is_the_pipelines(request, name):
+    pipe = request.getfixturevalue(name)
+    scale = 3.5 if name == "flux" else 4.5  # FLUX.1-dev: its guidance embedding's value
+    reference = pipe(
         PROMPTS,
         num_inference_steps=STEPS,
-        guidance_scale=4.5,
+        guidance_scale=scale,
         generator=torch.Generator().manual_seed(11),
         output_type="pt",
+        height=32,
+        width=32,
     ).images
-    sampler = FlowTrajectorySampler(sd3, num_steps=STEPS, eta=0.0)
-    plan = build_strategy({"strategy": "baseline", "guidance_scale": 4.5}).plan(PROMPTS, STEPS)
+    sampler = FlowTrajectorySampler(pipe, num_steps=STEPS, eta=0.0)
+    plan = build_strategy({"strategy": "baseline", "guidance_scale": scale}).plan(PROMPTS, STEPS)
     with torch.no_grad():
         traj = sampler.sample(plan, torch.Generator().manual_seed(11))
+    assert traj.images.shape == reference.shape == (2, 3, 32, 32)
     assert (traj.images - reference).abs().max().item() <= 1e-5
     assert torch.isnan(traj.log_probs).all() and not traj.stochastic_steps().any()  # ODE steps: no density
     assert traj.sigmas.shape == (STEPS + 1,) and traj.sigmas[0] == 1.0 and traj.sigmas[-1] == 0.0
+
+
+def test_flux_replays_its_exploration_exactly(flux):
+    """FLUX: the per-step scale is its guidance embedding; replay gives ratio 1 under each strategy."""
+    for strategy in ALL_STRATEGIES:
+        sampler, _, traj = _sample(flux, strategy, {"guidance_scale": 3.5})
+        stochastic = traj.stochastic_steps()
+        with torch.no_grad():
+            replayed = torch.stack([sampler.step_log_prob(traj, k) for k in range(STEPS)], 1)
+        assert (torch.exp(replayed[stochastic] - traj.log_probs[stochastic]) - 1).abs().max().item() <= 1e-5
+        assert torch.isnan(replayed[~stochastic]).all()
 
 
 def test_the_sampled_log_prob_is_the_sde_gaussians(sd3):
@@ -110,6 +141,24 @@ def test_replay_gives_ratio_one_and_the_unexplored_policy_does_not(sd3, strategy
     # Measured on this twin: sde_window 5e-1, cfg 3e-4, guidance_interval 1e-4 (Flow-GRPO's clip range),
     # diffexp 7e-5, phrase 1.5e-5: above the replay's bound (1e-5), where the replay itself is exact (0).
     assert deviation[changed].median().item() > (1e-5 if strategy in ("phrase", "diffexp") else 1e-4)
+
+
+def _changed_tokens(weighted: torch.Tensor, plain: torch.Tensor) -> list[int]:
+    """Indices of the tokens whose embedding moved."""
+    return torch.nonzero((weighted - plain).abs().amax(dim=-1) > 1e-5).flatten().tolist()
+
+
+def test_phrase_weighting_on_sd3s_t5_and_fluxs_t5(sd3_t5, flux):
+    """With a T5 encoder (SD3's third; FLUX's only token encoder) the weight moves only its phrase's
+    token there too, and on every other encoder; the pooled embeddings are the plain prompt's."""
+    for pipe, clip_widths in ((sd3_t5, (slice(0, 32), slice(32, 64))), (flux, ())):
+        encoder = FlowTrajectorySampler(pipe, num_steps=STEPS).encoder
+        plain, weighted = encoder.encode(["a red cat on a mat"]), encoder.encode(["a (red)1.4 cat on a mat"])
+        torch.testing.assert_close(weighted.pooled, plain.pooled, rtol=0, atol=0)
+        clip_tokens = 77 if clip_widths else 0
+        for columns in clip_widths:
+            assert _changed_tokens(weighted.embeds[0, :77, columns], plain.embeds[0, :77, columns]) == [2]
+        assert _changed_tokens(weighted.embeds[0, clip_tokens:], plain.embeds[0, clip_tokens:]) == [1]  # no start token
 
 
 def test_phrase_weighting_changes_only_the_weighted_tokens_and_keeps_the_pooled_embedding(sd3):

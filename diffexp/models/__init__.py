@@ -59,6 +59,8 @@ register_pipeline("tiny-sd15")(_twin("tiny_sd15_pipeline"))
 register_pipeline("tiny-sdxl")(_twin("tiny_sdxl_pipeline"))
 register_pipeline("sd15-sized")(_twin("sd15_sized_pipeline"))
 register_pipeline("tiny-sd3")(_twin("tiny_sd3_pipeline"))
+register_pipeline("tiny-sd3-t5")(_twin("tiny_sd3_t5_pipeline"))
+register_pipeline("tiny-flux")(_twin("tiny_flux_pipeline"))
 
 __all__ = [
     "PIPELINES",

@@ -76,3 +76,58 @@ def clip_text_config(hidden: int, layers: int = 2, heads: int = 2, projection_di
         projection_dim=projection_dim or hidden,
         hidden_act="quick_gelu",
     )
+
+
+#: T5's special tokens at T5's ids (pad 0, end 1, unknown 2)
+T5_SPECIALS = ("<pad>", "</s>", "<unk>")
+
+
+@functools.lru_cache(maxsize=2)
+def t5_tokenizer(model_max_length: int = 512):
+    """A word-level stand-in for T5's tokenizer, built offline for the SD3/FLUX twins.
+
+    T5's SentencePiece model is not shipped with any installed package, so the twins use a
+    ``T5TokenizerFast`` over whole words: the vocabulary is every alphanumeric (and short punctuation)
+    whole-word entry of CLIP's BPE file (shipped with open_clip, as :func:`clip_tokenizer`'s), lower-cased,
+    with T5's special tokens and its layout (no start token; ``</s>`` ends every sequence).
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    vocab, _ = clip_vocab_and_merges()
+    whole = [t[: -len("</w>")] for t in vocab if t.endswith("</w>")]
+    punctuation = [w for w in whole if len(w) <= 3 and not any(c.isalnum() for c in w)]
+    words = sorted({w for w in whole if w.isalnum()} | set(punctuation))
+    ids = {token: i for i, token in enumerate([*T5_SPECIALS, *words])}
+    backend = Tokenizer(models.WordLevel(ids, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", ids["</s>"])])
+    return T5TokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_ids=0,
+        model_max_length=model_max_length,
+    )
+
+
+def t5_encoder_config(d_model: int, layers: int = 2, heads: int = 4):
+    """A T5 encoder config that matches :func:`t5_tokenizer` (vocabulary, special-token ids)."""
+    from transformers import T5Config
+
+    tok = t5_tokenizer()
+    return T5Config(
+        vocab_size=len(tok),
+        d_model=d_model,
+        d_kv=d_model // heads,
+        d_ff=2 * d_model,
+        num_layers=layers,
+        num_heads=heads,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,  # a twin is sampled, not trained: no dropout in the pipeline and the sampler alike
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+    )

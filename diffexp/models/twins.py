@@ -1,8 +1,9 @@
-"""Tiny, randomly initialised twins of Stable Diffusion 1.5, SDXL and SD3, built from configs.
+"""Tiny, randomly initialised twins of Stable Diffusion 1.5, SDXL, SD3 and FLUX.1, built from configs.
 
-Same classes and wiring as the real pipelines (UNet2DConditionModel, AutoencoderKL, CLIP text
-encoder(s), DDIM), only narrower and shallower, so tests exercise the real code paths without
-weights or network. The tokenizer is the real SD tokenizer, rebuilt offline.
+Same classes and wiring as the real pipelines (UNet2DConditionModel or the MMDiT/FLUX transformers,
+AutoencoderKL, CLIP and T5 text encoders, DDIM or flow-matching schedulers), only narrower and
+shallower, so tests exercise the real code paths without weights or network. The CLIP tokenizer is
+the real SD tokenizer, rebuilt offline; T5's is a word-level stand-in built from the same shipped file.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
     FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
 
-from diffexp.models.tokenizer import clip_text_config, clip_tokenizer
+from diffexp.models.tokenizer import clip_text_config, clip_tokenizer, t5_encoder_config, t5_tokenizer
 
 #: SD 1.5's scheduler config (``scheduler/scheduler_config.json``), as a DDIM scheduler.
 SD_SCHEDULER_CONFIG = dict(
@@ -141,9 +144,10 @@ def sd15_sized_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     return _sd_pipeline(unet, vae, CLIPTextModel(text_config))
 
 
-def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 16) -> StableDiffusion3Pipeline:
+def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 16, t5: bool = False) -> StableDiffusion3Pipeline:
     """An SD3-architecture pipeline (MMDiT transformer, flow-matching Euler scheduler with SD3's
-    shift, two CLIP encoders; no T5, which SD3 allows: its tokens are zeros then)."""
+    shift, two CLIP encoders; a T5 encoder with ``t5``, else none, which SD3 allows: its tokens are
+    zeros then)."""
     torch.manual_seed(seed)
     hidden = 32
     transformer = SD3Transformer2DModel(
@@ -173,8 +177,50 @@ def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 16) -> StableDiffusion3P
         tokenizer=clip_tokenizer(),
         text_encoder_2=CLIPTextModelWithProjection(clip_text_config(hidden, projection_dim=hidden)),
         tokenizer_2=clip_tokenizer(pad_token="!"),
-        text_encoder_3=None,
-        tokenizer_3=None,
+        text_encoder_3=T5EncoderModel(t5_encoder_config(2 * hidden)) if t5 else None,
+        tokenizer_3=t5_tokenizer() if t5 else None,
     )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sd3_t5_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
+    return tiny_sd3_pipeline(seed, t5=True)
+
+
+#: FLUX.1-dev's scheduler config (``scheduler/scheduler_config.json``)
+FLUX_SCHEDULER_CONFIG = dict(
+    base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, shift=3.0, use_dynamic_shifting=True
+)
+
+
+def tiny_flux_pipeline(seed: int = 0, sample_size: int = 16) -> FluxPipeline:
+    """A FLUX.1-dev-architecture pipeline: double- and single-stream blocks, a guidance embedding,
+    packed 2x2 latents, a CLIP encoder (pooled) and a T5 encoder (tokens); images of 2*sample_size px."""
+    torch.manual_seed(seed)
+    hidden = 32
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels x a 2x2 patch
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=hidden,  # the T5 width
+        pooled_projection_dim=hidden,  # the CLIP width
+        guidance_embeds=True,
+        axes_dims_rope=(4, 4, 8),  # sums to attention_head_dim
+    )
+    vae = _vae(shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)  # FLUX's
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER_CONFIG),
+        vae=vae,
+        text_encoder=CLIPTextModel(clip_text_config(hidden)),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=T5EncoderModel(t5_encoder_config(hidden)),
+        tokenizer_2=t5_tokenizer(),
+        transformer=transformer,
+    )
+    pipe.default_sample_size = sample_size  # the pipeline's default is 128 (1024 px with FLUX's VAE)
     pipe.set_progress_bar_config(disable=True)
     return pipe
