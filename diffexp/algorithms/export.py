@@ -21,6 +21,7 @@ from diffexp.algorithms.config import ConfigError, load_config
 from diffexp.algorithms.run_directory import CONFIG_NAME
 from diffexp.models import get_pipeline
 from diffexp.models.lora import add_lora, lora_state_dict, save_lora
+from diffexp.models.pipelines import denoiser_of
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 MANIFEST = "diffexp_export.json"
@@ -62,11 +63,11 @@ def load_trained_pipeline(run_dir: str | Path):
     if config.model.use_lora:
         from peft import set_peft_model_state_dict
 
-        add_lora(pipe.unet, config.model.lora)
-        set_peft_model_state_dict(pipe.unet, dict(trained), adapter_name="default")
-        _same_weights(lora_state_dict(pipe.unet), trained, "the rebuilt adapter")
+        add_lora(denoiser_of(pipe), config.model.lora)
+        set_peft_model_state_dict(denoiser_of(pipe), dict(trained), adapter_name="default")
+        _same_weights(lora_state_dict(denoiser_of(pipe)), trained, "the rebuilt adapter")
     else:
-        pipe.unet.load_state_dict({k.removeprefix("unet."): v for k, v in trained.items()})
+        denoiser_of(pipe).load_state_dict({k.removeprefix("unet."): v for k, v in trained.items()})
     return config, pipe, state
 
 
@@ -89,12 +90,12 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False) -> Exp
     if config.model.use_lora:
         save_lora(pipe, out)
         lora_path = out / LORA_FILE
-        check_lora_file(config.model.pretrained, out, lora_state_dict(pipe.unet))
+        check_lora_file(config.model.pretrained, out, lora_state_dict(denoiser_of(pipe)))
     merged = None
     if merge or not config.model.use_lora:  # a full fine-tune has no adapter: the pipeline is the export
         if config.model.use_lora:
-            pipe.unet.fuse_lora()
-            pipe.unet.unload_lora()
+            denoiser_of(pipe).fuse_lora()
+            denoiser_of(pipe).unload_lora()
         merged = out / MERGED_DIR
         pipe.save_pretrained(merged, safe_serialization=True)
     lora = config.model.lora
@@ -120,7 +121,8 @@ def check_lora_file(base_model: str, folder: Path, trained: dict) -> None:
 
     fresh = get_pipeline(base_model, dtype="fp32")
     fresh.load_lora_weights(str(folder), adapter_name="exported")
-    adapters = getattr(fresh.unet, "peft_config", {})
+    adapters = getattr(denoiser_of(fresh), "peft_config", {})
     if "exported" not in adapters:
-        raise ExportError(f"{folder / LORA_FILE} loads no adapter into the UNet with diffusers' load_lora_weights")
-    _same_weights(get_peft_model_state_dict(fresh.unet, adapter_name="exported"), trained, f"{folder / LORA_FILE}")
+        raise ExportError(f"{folder / LORA_FILE} loads no adapter into the denoiser with diffusers' load_lora_weights")
+    exported = get_peft_model_state_dict(denoiser_of(fresh), adapter_name="exported")
+    _same_weights(exported, trained, f"{folder / LORA_FILE}")

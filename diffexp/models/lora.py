@@ -1,4 +1,4 @@
-"""LoRA adapters on the UNet (peft), saved and loaded in the diffusers LoRA format.
+"""LoRA adapters on the denoiser, a UNet or a flow transformer (peft), saved and loaded in the diffusers LoRA format.
 
 Only adapter parameters are trainable after :func:`add_lora`. Saving uses the pipeline class's
 ``save_lora_weights`` so the file loads with ``pipe.load_lora_weights`` in plain diffusers.
@@ -13,6 +13,8 @@ from diffusers import DiffusionPipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from pydantic import BaseModel, ConfigDict, Field
+
+from diffexp.models.pipelines import denoiser_of, is_flow_model
 
 ADAPTER_NAME = "default"
 
@@ -63,10 +65,12 @@ def save_lora(pipe: DiffusionPipeline, directory: str | os.PathLike) -> None:
     The adapter's config (rank, alpha, targets) is stored as metadata: without it a loader
     assumes alpha = rank and silently rescales the adapter.
     """
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in lora_state_dict(pipe.unet).items()}
-    metadata = pipe.unet.peft_config[ADAPTER_NAME].to_dict()
+    denoiser = denoiser_of(pipe)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in lora_state_dict(denoiser).items()}
+    metadata = denoiser.peft_config[ADAPTER_NAME].to_dict()
+    part = "transformer" if is_flow_model(pipe) else "unet"  # the keyword each pipeline's saver takes
     type(pipe).save_lora_weights(
-        directory, unet_lora_layers=state, safe_serialization=True, unet_lora_adapter_metadata=metadata
+        directory, safe_serialization=True, **{f"{part}_lora_layers": state, f"{part}_lora_adapter_metadata": metadata}
     )
 
 

@@ -75,3 +75,28 @@ def test_grpo_trains_only_the_noisy_steps_of_an_sde_window(tmp_path, monkeypatch
     run(config)
     assert seen and all(level == 1.0 for level in seen)  # eta 1 inside the window ...
     assert set(seen_steps) == {0, 1}  # ... which is the first two of four steps
+
+
+def test_a_flow_models_adapter_exports_in_the_diffusers_format(tmp_path):
+    """SD3's LoRA goes out as diffusers' transformer LoRA file, loads back with load_lora_weights,
+    and the merged pipeline draws the trained module's images (noise-free sampler, same seed)."""
+    import torch
+    from diffusers import StableDiffusion3Pipeline
+
+    from diffexp.algorithms.export import export_run
+    from diffexp.exploration import build_strategy
+    from diffexp.sampling.flow_trajectory import FlowTrajectorySampler
+
+    overrides = {**SD3, **PER_ALGORITHM["alignprop"], "algorithm": "alignprop", "train.learning_rate": 0.05}
+    module = run(load_config(None, {**overrides, "run.output_dir": str(tmp_path), "run.name": "r"}))
+    exported = export_run(tmp_path / "r", tmp_path / "out", merge=True)
+
+    def draw(pipe):
+        sampler = FlowTrajectorySampler(pipe, num_steps=3, eta=0.0)
+        plan = build_strategy({"strategy": "baseline", "guidance_scale": 4.5}).plan(["a cat"], 3)
+        with torch.no_grad():
+            return sampler.sample(plan, torch.Generator().manual_seed(2)).images
+
+    module.denoiser.eval()
+    merged = StableDiffusion3Pipeline.from_pretrained(str(exported.merged), text_encoder_3=None, tokenizer_3=None)
+    torch.testing.assert_close(draw(merged), draw(module.pipe), rtol=0, atol=1e-5)
