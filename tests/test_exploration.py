@@ -133,9 +133,9 @@ def test_registry_accepts_user_strategies():
 def test_noise_window_marks_the_chosen_steps():
     from diffexp.exploration.step_windows import NoiseWindowConfig, noise_scales
 
-    fixed = noise_scales(NoiseWindowConfig(window=(0.0, 0.4)), 3, 10)
+    fixed = noise_scales(NoiseWindowConfig(window=(0.0, 0.4), width=None), 3, 10)
     assert fixed.tolist() == [[1.0] * 4 + [0.0] * 6] * 3
-    some = noise_scales(NoiseWindowConfig(window=(0.2, 1.0), outside=0.5), 1, 10)
+    some = noise_scales(NoiseWindowConfig(window=(0.2, 1.0), width=None, outside=0.5), 1, 10)
     assert some.tolist() == [[0.5, 0.5] + [1.0] * 8]
     sliding = noise_scales(NoiseWindowConfig(window=(0.0, 1.0), width=0.2), 64, 10, torch.Generator().manual_seed(0))
     assert (sliding.sum(dim=1) == 2).all()  # two adjacent noisy steps per sample ...

@@ -2,9 +2,10 @@
 
 SDE-noise window: the sampler's noise (DDIM's eta, the flow SDE's noise level) only on a window of
 steps; the other steps are deterministic (ODE) steps, which cost a UNet call but give no policy
-gradient. Flow-GRPO-S1, TempFlow-GRPO and MixGRPO report that noise on few, early steps explores as
-well as noise on all of them; MixGRPO slides the window over training. Here a window is fixed, or of a
-given width at a random start per sample.
+gradient. Flow-GRPO-Fast, Flow-GRPO-S1, TempFlow-GRPO and MixGRPO report that noise on few, early steps explores
+as well as noise on all of them, for a fraction of the training cost (only noisy steps are trained);
+MixGRPO slides the window over training. Here the window is of a given width at a random start per
+sample inside a range (Flow-GRPO-Fast's default: 3 of 10 steps within the first half), or the whole range.
 
 Guidance in a limited interval (Kynkäänniemi et al., 2024): CFG only on a window of steps, the
 conditional prediction alone (scale 1) elsewhere; guidance at high noise mostly removes diversity.
@@ -38,15 +39,15 @@ class NoiseWindowConfig(BaseModel):
 
     window: tuple[float, float] = Field(
         (0.0, 0.5),
-        description="shares of the steps, from the first (noisiest), that carry noise (this project's default: the "
-        "first half; Flow-GRPO-S1 and TempFlow-GRPO put the noise on early steps)",
+        description="shares of the steps, from the first (noisiest), where the noisy steps may lie (Flow-GRPO-Fast's "
+        "sde_window_range (0, num_steps // 2))",
     )
     width: float | None = Field(
-        None,
+        0.3,
         gt=0.0,
         le=1.0,
-        description="if set, a window of this share of the steps at a random start inside `window`, drawn per "
-        "sample (a sliding window, as MixGRPO's over training)",
+        description="a window of this share of the steps at a random start inside `window`, drawn per sample "
+        "(Flow-GRPO-Fast: sde_window_size 3 of 10 steps); None: all of `window`",
     )
     outside: float = Field(0.0, ge=0.0, le=1.0, description="noise scale outside the window (0: ODE steps)")
 

@@ -68,7 +68,7 @@ def test_grpo_trains_only_the_noisy_steps_of_an_sde_window(tmp_path, monkeypatch
             "sample.num_steps": 4,
             "sample.samples_per_prompt": 2,
             "exploration.strategy": "sde_window",
-            "exploration.noise_window": {"window": [0.0, 0.5]},
+            "exploration.noise_window": {"window": [0.0, 0.5], "width": None},
             "run.num_epochs": 1,
         },
     )
