@@ -210,6 +210,8 @@ class RewardFinetuningModule(L.LightningModule):
             self.pipe,
             num_steps=s.num_steps,
             eta=s.eta,
+            height=s.resolution,
+            width=s.resolution,
             gradient_checkpointing=self.gradient_checkpointing,
             on_step=lambda: raise_if_stop_requested(f"epoch {self.current_epoch}, a sampling step"),
         )
@@ -409,6 +411,7 @@ class RewardFinetuningModule(L.LightningModule):
             "model": c.model.model_dump(mode="json"),
             "steps": c.sample.num_steps,
             "eta": c.sample.eta,
+            "resolution": c.sample.resolution,
             "guidance": c.exploration.guidance_scale,
             "prompts": [str(p) for p in self.eval_prompts],
             "eval": {

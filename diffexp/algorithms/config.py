@@ -49,6 +49,12 @@ class SampleConfig(StrictConfig):
         description="the sampler's noise: DDIM's eta (ddpo-pytorch: 1.0), or on a flow model (SD3, FLUX) the SDE's "
         "noise level (Flow-GRPO: 0.7); DDPO and GRPO need > 0 for a stochastic policy",
     )
+    resolution: int | None = Field(
+        None,
+        ge=8,
+        description="image side in pixels (default: the model's, e.g. 512 for SD 1.5, 1024 for SD3.5 and FLUX; "
+        "Flow-GRPO trains SD3.5-M at 512)",
+    )
     batch_size: int = Field(8, ge=1, description="samples per sampling batch, per device")
     num_batches_per_epoch: int = Field(4, ge=1, description="sampling batches per epoch, per device")
     samples_per_prompt: int = Field(

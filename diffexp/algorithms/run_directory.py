@@ -64,6 +64,15 @@ def _norm(value):
     return json.loads(json.dumps(value, default=str))
 
 
+def _with_defaults(config_class, stored: dict) -> dict:
+    """A checkpoint's config with the fields a later diffexp added, at their defaults (which keep the
+    old behaviour), so that adding a field does not make old runs unresumable; as stored if invalid."""
+    try:
+        return config_class.model_validate(stored).model_dump(mode="json")
+    except ValueError:  # pydantic's ValidationError; the identity check then names the differences
+        return stored
+
+
 class RunDirectory:
     """The folder of one run (``run.output_dir/run.name``); use ``with RunDirectory.open(...)``."""
 
@@ -103,6 +112,7 @@ class RunDirectory:
             return
         new = config.model_dump(mode="json")
         if stored_config is not None:
+            stored_config = _with_defaults(type(config), stored_config)
             self._check_identity(stored_config, new)
         self._record(new, stored_config)
 

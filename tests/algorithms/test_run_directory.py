@@ -142,6 +142,21 @@ def test_a_longer_run_resumes_and_the_change_is_recorded(tmp_path):
     assert changed == [{"run.eval_every": [2, 1], "run.num_epochs": [1, 2]}]
 
 
+def test_a_run_from_before_a_new_config_field_still_resumes(tmp_path):
+    """A checkpoint written before a field existed (here: exploration.noise_window, sample.resolution)
+    resumes; the missing fields count as their defaults, which keep the old behaviour."""
+    run(config(tmp_path, **{"run.num_epochs": 1}))
+    path = tmp_path / "r" / "checkpoints" / "last.ckpt"
+    saved = torch.load(path, weights_only=True)
+    old = json.loads(saved["diffexp"]["config"])
+    del old["exploration"]["noise_window"], old["sample"]["resolution"]
+    saved["diffexp"]["config"] = json.dumps(old)
+    torch.save(saved, path)
+    assert run(config(tmp_path, **{"run.num_epochs": 2})).reward_queries == 8
+    with pytest.raises(RunDirectoryError, match="learning_rate"):  # a real change is still refused
+        run(config(tmp_path, **{"run.num_epochs": 3, "train.learning_rate": 0.05}))
+
+
 def test_restart_discards_the_old_run(tmp_path):
     run(config(tmp_path, **{"run.num_epochs": 1}))
     module = run(config(tmp_path, **{"run.num_epochs": 1, "train.learning_rate": 0.05}), resume=False)
