@@ -1,8 +1,9 @@
-"""Every experiments/paper/ study runs one tiny epoch with tiny twins in place of the real weights.
+"""Every experiments/paper/ and experiments/flow/ study runs one tiny epoch with tiny twins in place
+of the real weights.
 
-SD 1.5 / SDXL become their tiny random twins; the aesthetic and PickScore rewards load tiny random
-open_clip / CLIP twins from local files through their real loading code. Everything else (prompt
-sets, exploration, algorithm settings) is the study's own.
+SD 1.5 / SDXL / SD3.5 / FLUX.1 become their tiny random twins; the aesthetic, PickScore and HPSv2
+rewards load tiny random open_clip / CLIP twins from local files through their real loading code.
+Everything else (prompt sets, exploration, algorithm settings, LoRA targets) is the study's own.
 """
 
 from pathlib import Path
@@ -19,6 +20,8 @@ from tests.helpers import tiny_open_clip_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = sorted((ROOT / "experiments" / "paper").glob("*.yaml"))
+FLOW = sorted((ROOT / "experiments" / "flow").glob("*.yaml"))
+TWINS = {"stable-diffusion-3": "tiny-sd3", "flux": "tiny-flux", "xl": "tiny-sdxl"}
 TINY_CLIP = "diffexp-tiny-paper"
 
 
@@ -31,6 +34,7 @@ def reward_twins(tmp_path_factory):
     from diffexp.rewards.aesthetic import AestheticMLP
 
     torch.save(AestheticMLP(16).state_dict(), folder / "sac+logos+ava1-l14-linearMSE.pth")
+    torch.save({"state_dict": open_clip.create_model(TINY_CLIP).state_dict()}, folder / "HPS_v2_compressed.pt")
     CLIPModel(
         CLIPConfig(
             text_config=dict(
@@ -55,16 +59,19 @@ def reward_twins(tmp_path_factory):
     yield {
         "aesthetic": {"head_weights": str(folder), "clip_weights": str(folder), "clip_model": TINY_CLIP},
         "pickscore": {"model": str(folder / "pickscore")},
+        "hps": {"weights": str(folder / "HPS_v2_compressed.pt"), "clip_model": TINY_CLIP},
     }
     factory._MODEL_CONFIGS.pop(TINY_CLIP, None)
 
 
 def tiny_overrides(config, reward_twins) -> dict:
-    sdxl = "xl" in config.model.pretrained.lower()
+    name = config.model.pretrained.lower()
     overrides = {
-        "model.pretrained": "tiny-sdxl" if sdxl else "tiny-sd15",
+        "model.pretrained": next((twin for key, twin in TWINS.items() if key in name), "tiny-sd15"),
         "model.dtype": "fp32",
         "sample.num_steps": 2,
+        "sample.resolution": None,
+        "sample.samples_per_prompt": 1,
         "sample.batch_size": 2,
         "sample.num_batches_per_epoch": 1,
         "reward.options": reward_twins[config.reward.name],
@@ -77,7 +84,9 @@ def tiny_overrides(config, reward_twins) -> dict:
         "run.loggers": ["csv"],
         "run.threads": 1,
     }
-    if config.algorithm == "ddpo":
+    if config.algorithm == "grpo":
+        overrides.update({"train.batch_size": 2, "train.gradient_accumulation_steps": 1})
+    elif config.algorithm == "ddpo":
         overrides.update(
             {
                 "train.batch_size": 2,
@@ -103,12 +112,28 @@ def test_every_paper_experiment_has_a_study():
     } <= names
 
 
+def test_the_field_has_its_studies():
+    assert {p.stem for p in FLOW} >= {
+        "grpo_sd35m_pickscore",
+        "grpo_sd35m_knobs",
+        "grpo_flux_hpsv2",
+        "grpo_sd15_hpsv2",
+        "alignprop_sd35m_pickscore",
+    }
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", PAPER, ids=[p.stem for p in PAPER])
+@pytest.mark.parametrize("path", PAPER + FLOW, ids=[f"{p.parent.name}/{p.stem}" for p in PAPER + FLOW])
 def test_paper_study_runs_one_tiny_epoch(path, reward_twins, tmp_path):
     study = load_study(path)
     cells = study.cells()
-    assert {c.params["exploration.strategy"] for c in cells} == {"baseline", "cfg", "phrase", "diffexp"}
+    arms = {c.params["exploration.strategy"] for c in cells}
+    knobs = path.stem.endswith("knobs")
+    assert arms == (
+        {"baseline", "sde_window", "guidance_interval", "diffexp"}
+        if knobs
+        else {"baseline", "cfg", "phrase", "diffexp"}
+    )
     cell = next(c for c in cells if c.params["exploration.strategy"] == "diffexp" and c.params["run.seed"] == 0)
     real = study.build_config(cell)
     assert real.model.pretrained.count("/") == 1  # a hub id (or a local path via override)
