@@ -162,6 +162,6 @@ class AlignProp(RewardFinetuningModule):
         out = {"loss": loss.item(), "truncation_k_mean": batch.grad_steps.sum(1).float().mean().item()}
         if (round_index + 1) % t.gradient_accumulation_steps == 0:
             self.sync_gradients()
-            out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm).item()
+            out["grad_norm"] = self.clip_gradients(t.max_grad_norm)
             self.step_optimizer(f"batch {round_index}, optimiser step")
         return out

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from diffexp.algorithms import sharding
 from diffexp.algorithms.stopping import raise_if_stop_requested
 from diffexp.evaluation import (
     EVAL_IMAGE_DIR,
@@ -135,6 +136,7 @@ class RewardFinetuningModule(L.LightningModule):
             if module is not None:
                 module.requires_grad_(False).eval()
         self.denoiser = denoiser_of(self.pipe)  # the UNet, or a flow model's transformer
+        self.sharded = config.run.strategy == "fsdp" and config.run.devices > 1  # FSDP2: shards (sharding.py)
         if config.model.use_lora:
             self.trainable = add_lora(self.denoiser, config.model.lora)
         else:
@@ -276,9 +278,12 @@ class RewardFinetuningModule(L.LightningModule):
 
     def check_finite_weights(self, step: str) -> None:
         """All trainable weights finite (one fused norm per step: cheap next to a UNet call)."""
-        norms = torch._foreach_norm([p.detach() for p in self.trainable])
-        if not bool(torch.isfinite(torch.stack(norms)).all()):
-            bad = sum(int((~torch.isfinite(p.detach())).sum()) for p in self.trainable)
+        shards = [sharding.local(p.detach()) for p in self.trainable]
+        finite = torch.isfinite(torch.stack(torch._foreach_norm(shards))).all().float()
+        if self.sharded:  # every process checks its own shards: all must agree
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not bool(finite):
+            bad = sum(int((~torch.isfinite(p)).sum()) for p in shards)
             raise NonFiniteError(
                 f"epoch {self.current_epoch}, {step}: {bad} trainable weights are non-finite after the optimiser "
                 f"step (reward {self.config.reward.name!r}, learning rate {self.config.train.learning_rate:g}); the "
@@ -296,8 +301,8 @@ class RewardFinetuningModule(L.LightningModule):
         return self.all_gather(tensor).reshape(-1, *tensor.shape[1:])
 
     def sync_gradients(self) -> None:
-        """Average gradients across ranks (backward ran under ``no_sync``)."""
-        if self.world_size == 1:
+        """Average gradients across ranks (backward ran under ``no_sync``; FSDP reduced them already)."""
+        if self.world_size == 1 or self.sharded:
             return
         for p in self.trainable:
             if p.grad is None:
@@ -308,6 +313,18 @@ class RewardFinetuningModule(L.LightningModule):
     def no_sync(self):
         model = self.trainer.strategy.model
         return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
+
+    def clip_gradients(self, max_norm: float) -> float:
+        """Clip the trainable weights' gradient norm (over all shards); returns the norm before clipping."""
+        return float(sharding.full(torch.nn.utils.clip_grad_norm_(self.trainable, max_norm)))
+
+    def configure_model(self) -> None:
+        """Lightning's hook for sharding (``run.strategy: fsdp``); a no-op otherwise."""
+        if self.sharded and not getattr(self, "_sharded_done", False):
+            sharding.shard_pipeline(self.pipe, self.denoiser, self.device_mesh["data_parallel"])
+            # FSDP2 replaces each parameter by a sharded one: the optimiser must see the new objects
+            self.trainable = [p for p in self.denoiser.parameters() if p.requires_grad]
+            self._sharded_done = True
 
     def log_metrics(self, metrics: dict[str, Any], epoch: int | None = None, progress: bool = True) -> None:
         """Log against ``reward_queries`` (the x-axis of every sample-efficiency curve); ``epoch``
@@ -503,6 +520,7 @@ class RewardFinetuningModule(L.LightningModule):
             trainable = lora_state_dict(self.denoiser)  # peft's key names; restored in on_load_checkpoint
         else:
             trainable = {f"unet.{k}": v for k, v in self.denoiser.state_dict().items()}
+        trainable = {k: sharding.full(v) for k, v in trainable.items()}  # whole tensors (FSDP: a collective)
         if not all(bool(torch.isfinite(v).all()) for v in trainable.values()):  # never a NaN "last good" state
             raise NonFiniteError(f"epoch {self.current_epoch}: refusing to checkpoint non-finite trainable weights")
         checkpoint["state_dict"] = {k: v.detach().cpu() for k, v in trainable.items()}
@@ -521,10 +539,18 @@ class RewardFinetuningModule(L.LightningModule):
             "python_rng": _python_state(),
             "extra": self.extra_state(),
         }
+        if self.world_size > 1:  # each process's own random streams (a resume must continue every one)
+            own = {k: checkpoint["diffexp"][k] for k in ("sample_generator", "torch_rng", "extra")}
+            every = [None] * self.world_size
+            dist.all_gather_object(every, own)
+            checkpoint["diffexp"]["per_rank"] = every
 
     def load_trainable(self, state_dict: dict) -> None:
         """Trainable weights as ``on_save_checkpoint`` stores them (LoRA keys, or ``unet.``-prefixed)."""
-        if self.config.model.use_lora:
+        if self.config.model.use_lora and self.sharded:  # into the shards, by the adapter's parameter names
+            params = {n.replace(".default.", "."): p for n, p in self.denoiser.named_parameters() if "lora_" in n}
+            sharding.load_full_into(params, state_dict)
+        elif self.config.model.use_lora:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(self.denoiser, state_dict, adapter_name="default")
@@ -533,6 +559,9 @@ class RewardFinetuningModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["diffexp"]
+        per_rank = state.get("per_rank") or []
+        if len(per_rank) == self.world_size > 1:
+            state = {**state, **per_rank[self.global_rank]}
         if self.config.model.use_lora:
             self.load_trainable(checkpoint["state_dict"])
             checkpoint["state_dict"] = {}

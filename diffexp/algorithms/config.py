@@ -135,6 +135,11 @@ class RunConfig(StrictConfig):
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     accelerator: str = Field("auto", description="Lightning accelerator (cpu, gpu, auto)")
     devices: int = Field(1, ge=1, description="processes/devices (DDP when > 1; gloo on CPU)")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="with devices > 1: 'ddp' (a full replica per device) or 'fsdp' (FSDP2 shards of the denoiser "
+        "and a T5 encoder, block by block, for models that outgrow one device, e.g. FLUX.1-dev's 12B transformer)",
+    )
     deterministic: bool = Field(False, description="torch deterministic algorithms (exact resume comparisons)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process (default: torch's)")
     allow_tf32: bool = Field(

@@ -265,13 +265,12 @@ class DDPO(RewardFinetuningModule):
                             infos.setdefault(k, []).append(value.item())
                 if (mb_index + 1) % accum == 0:
                     self.sync_gradients()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, t.max_grad_norm)
-                    infos.setdefault("grad_norm", []).append(grad_norm.item())
+                    infos.setdefault("grad_norm", []).append(self.clip_gradients(t.max_grad_norm))
                     self.step_optimizer(f"update (inner epoch {inner}, minibatch {mb_index})")
         out = {k: float(np.mean(v)) for k, v in infos.items() if v}
         out["first_step_ratio_max_dev"] = float(first_ratio_dev)
         out["cfg_scale_mean"] = traj.guidance_scales.mean().item()
-        if self.world_size > 1:  # replicas must stay identical: a cheap check of the gradient sync
+        if self.world_size > 1 and not self.sharded:  # replicas must stay identical: a check of the gradient sync
             checksum = self.gather(torch.stack([p.detach().double().sum() for p in self.trainable]).sum().reshape(1))
             out["ddp_param_divergence"] = (checksum.max() - checksum.min()).item()
         return out

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 import yaml
 
+from diffexp.algorithms import sharding
 from diffexp.algorithms.checkpointing import AtomicLastCheckpoint, read_checkpoint
 from diffexp.algorithms.csv_logging import ResumableCSVLogger
 from diffexp.algorithms.mlflow_run import RunMLFlowLogger, build_mlflow_logger, default_tracking_uri
@@ -99,14 +100,16 @@ def run(config, resume: bool = True, extra_callbacks: list | None = None, lock_t
 
 def _fit(config, directory: RunDirectory, ckpt_path: str | None, extra_callbacks: list | None):
     module = build_module(config)
+    strategy = "auto"
     if config.run.devices > 1:
         from lightning.pytorch.strategies import DDPStrategy
 
         accelerator = config.run.accelerator
         backend = "gloo" if accelerator == "cpu" or not torch.cuda.is_available() else "nccl"
-        strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=False)
-    else:
-        strategy = "auto"
+        if config.run.strategy == "fsdp":  # FSDP2 over all devices; one file per checkpoint
+            strategy = sharding.sharded_strategy(config.run.devices, backend)
+        else:
+            strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=False)
     checkpoints = AtomicLastCheckpoint(directory.path / "checkpoints", every_n_epochs=config.run.save_every)
     trainer = L.Trainer(
         max_epochs=config.run.num_epochs,
