@@ -123,3 +123,13 @@ def test_unknown_algorithm_names_the_registered_ones():
 def test_an_algorithm_whose_config_names_another_is_refused():
     with pytest.raises(ValueError, match="must default to 'toy_other'"):
         register_algorithm("toy_other", ToyConfig)(ToyReinforce)
+
+
+def test_every_built_in_strategy_and_algorithm_has_its_report_label_and_colour():
+    from diffexp.algorithms.registry import algorithm_names
+    from diffexp.exploration import STRATEGIES
+    from diffexp.reporting.labels import ALGORITHM_LABELS, ALGORITHM_ORDER, STRATEGY_COLORS, STRATEGY_LABELS
+
+    assert set(STRATEGIES) <= set(STRATEGY_LABELS) and set(STRATEGIES) <= set(STRATEGY_COLORS)
+    assert len(set(STRATEGY_COLORS.values())) == len(STRATEGY_COLORS)  # one colour per strategy
+    assert set(algorithm_names()) <= set(ALGORITHM_LABELS) and set(algorithm_names()) <= set(ALGORITHM_ORDER)
