@@ -182,3 +182,15 @@ def test_the_sampler_follows_the_model_family(sd3, sd15):
     assert type(make_sampler(sd15, num_steps=2)) is TrajectorySampler
     with pytest.raises(ValueError, match="SD3 or FLUX"):
         FlowTrajectorySampler(sd15)
+
+
+@pytest.mark.parametrize("name, dtype", [("sd3", "bf16"), ("flux", "fp16")])
+def test_a_flow_pipeline_loads_from_a_folder_in_any_dtype(request, tmp_path, name, dtype):
+    from diffexp.models import get_pipeline
+    from diffexp.models.pipelines import denoiser_of, parse_dtype
+
+    request.getfixturevalue(name).save_pretrained(tmp_path / name)
+    pipe = get_pipeline(str(tmp_path / name), dtype=dtype)
+    assert type(pipe).__name__ == ("StableDiffusion3Pipeline" if name == "sd3" else "FluxPipeline")
+    assert denoiser_of(pipe).dtype == parse_dtype(dtype)
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"  # kept, not replaced by DDIM

@@ -59,6 +59,19 @@ class ModelNotFoundError(FileNotFoundError):
     """Raised when weights are neither in a local folder nor in the local Hugging Face cache."""
 
 
+def _absent_components(folder: Path) -> dict:
+    """Components a saved pipeline has none of (``[null, null]`` in ``model_index.json``, e.g. SD3
+    without its T5 encoder), which diffusers will not load unless told; no safety checker for SD."""
+    import json
+
+    index = folder / "model_index.json"
+    entries = json.loads(index.read_text()) if index.is_file() else {}
+    absent = {k: None for k, v in entries.items() if isinstance(v, list) and v[0] is None}
+    if "safety_checker" in entries:
+        absent.update(safety_checker=None, requires_safety_checker=False)
+    return absent
+
+
 def load_pipeline(
     source: str | os.PathLike,
     dtype: str | torch.dtype = "fp32",
@@ -85,8 +98,7 @@ def load_pipeline(
             str(local) if is_local else str(source),
             torch_dtype=torch_dtype,
             local_files_only=is_local or not allow_download,
-            safety_checker=None,
-            requires_safety_checker=False,
+            **(_absent_components(local) if is_local else {"safety_checker": None, "requires_safety_checker": False}),
         )
     except (OSError, ValueError) as err:
         if is_local:

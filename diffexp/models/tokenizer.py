@@ -84,33 +84,23 @@ T5_SPECIALS = ("<pad>", "</s>", "<unk>")
 
 @functools.lru_cache(maxsize=2)
 def t5_tokenizer(model_max_length: int = 512):
-    """A word-level stand-in for T5's tokenizer, built offline for the SD3/FLUX twins.
+    """A whole-word stand-in for T5's tokenizer, built offline for the SD3/FLUX twins.
 
     T5's SentencePiece model is not shipped with any installed package, so the twins use a
-    ``T5TokenizerFast`` over whole words: the vocabulary is every alphanumeric (and short punctuation)
-    whole-word entry of CLIP's BPE file (shipped with open_clip, as :func:`clip_tokenizer`'s), lower-cased,
-    with T5's special tokens and its layout (no start token; ``</s>`` ends every sequence).
+    ``T5TokenizerFast`` built by T5's own constructor (a Unigram model, T5's pre-tokenizer and special
+    tokens, so it saves and reloads as itself) over whole words: every alphanumeric whole-word entry of
+    CLIP's BPE file (shipped with open_clip, as :func:`clip_tokenizer`'s), lower-case and capitalised,
+    as word-initial pieces ("▁cat"), plus short punctuation. All pieces score alike, so a known word
+    is one piece; an unknown one is split into known pieces or is ``<unk>``.
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import T5TokenizerFast
 
     vocab, _ = clip_vocab_and_merges()
     whole = [t[: -len("</w>")] for t in vocab if t.endswith("</w>")]
-    punctuation = [w for w in whole if len(w) <= 3 and not any(c.isalnum() for c in w)]
-    words = sorted({w for w in whole if w.isalnum()} | set(punctuation))
-    ids = {token: i for i, token in enumerate([*T5_SPECIALS, *words])}
-    backend = Tokenizer(models.WordLevel(ids, unk_token="<unk>"))
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", ids["</s>"])])
-    return T5TokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        extra_ids=0,
-        model_max_length=model_max_length,
-    )
+    words = sorted({w for w in whole if w.isalnum()} | {w.capitalize() for w in whole if w.isalnum()})
+    punctuation = sorted({w for w in whole if len(w) <= 3 and not any(c.isalnum() for c in w)})
+    pieces = [*T5_SPECIALS, *(f"\u2581{w}" for w in words), *punctuation, "\u2581"]
+    return T5TokenizerFast(vocab=[(piece, -1.0) for piece in pieces], extra_ids=0, model_max_length=model_max_length)
 
 
 def t5_encoder_config(d_model: int, layers: int = 2, heads: int = 4):

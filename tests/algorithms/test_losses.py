@@ -145,3 +145,11 @@ def test_grpo_loss_is_ppo_plus_beta_times_the_gaussian_kl():
         assert lp.grad[i].item() == pytest.approx(numeric, abs=1e-4)
     with_zero_beta, _ = grpo_loss(torch.tensor(log_prob), torch.tensor(old), torch.tensor(adv), clip, 5.0, kl, 0.0)
     assert with_zero_beta.item() == pytest.approx(ppo_ref, abs=1e-10)  # DDPO's loss
+    # the KL term's gradient with respect to the policy's mean: beta / n * (mean - ref) / (std^2 * elements)
+    mean_t = torch.tensor(mean, requires_grad=True)
+    kl_t = gaussian_kl(mean_t, torch.tensor(ref), torch.tensor(std))
+    loss, _ = grpo_loss(torch.tensor(log_prob), torch.tensor(old), torch.tensor(adv), clip, 5.0, kl=kl_t, beta=beta)
+    loss.backward()
+    elements = mean[0].size
+    expected = beta / n * (mean - ref) / (std.reshape(-1, 1, 1, 1) ** 2 * elements)
+    np.testing.assert_allclose(mean_t.grad.numpy(), expected, rtol=1e-10, atol=1e-14)
