@@ -140,16 +140,16 @@ def ddim_step_distribution(
     eta_host = eta_host.expand(sample.shape[0]) if eta_host.numel() == 1 else eta_host
     any_stochastic, all_stochastic = bool((eta_host > 0).any()), bool((eta_host > 0).all())
     per_sample_eta = eta_host.to(device=sample.device, dtype=compute)
-    stochastic = (eta_host > 0).to(sample.device)
+    stochastic = eta_host > 0 if all_stochastic else (eta_host > 0).to(sample.device)
 
-    alpha_prod_t, alpha_prev_stochastic = _alpha_products(scheduler, timestep, compute, stochastic=True)
-    _, alpha_prev_deterministic = _alpha_products(scheduler, timestep, compute, stochastic=False)
+    alpha_prod_t, alpha_prod_t_prev = _alpha_products(scheduler, timestep, compute, stochastic=any_stochastic)
     alpha_prod_t = _broadcast(alpha_prod_t, sample)
-    alpha_prod_t_prev = torch.where(
-        _broadcast(stochastic, sample).bool(),
-        _broadcast(alpha_prev_stochastic, sample),
-        _broadcast(alpha_prev_deterministic, sample),
-    )
+    alpha_prod_t_prev = _broadcast(alpha_prod_t_prev, sample)
+    if any_stochastic and not all_stochastic:  # a mixed batch: the deterministic samples' final alpha
+        _, deterministic_prev = _alpha_products(scheduler, timestep, compute, stochastic=False)
+        alpha_prod_t_prev = torch.where(
+            _broadcast(stochastic, sample).bool(), alpha_prod_t_prev, _broadcast(deterministic_prev, sample)
+        )
     beta_prod_t = 1 - alpha_prod_t
 
     if config.prediction_type == "epsilon":
@@ -170,7 +170,8 @@ def ddim_step_distribution(
 
     # sigma_t of DDIM (eq. 16): eta * sqrt((1 - a_prev) / (1 - a_t)) * sqrt(1 - a_t / a_prev)
     variance = (1 - alpha_prod_t_prev) / beta_prod_t * (1 - alpha_prod_t / alpha_prod_t_prev)
-    std_dev_t = _broadcast(per_sample_eta, sample) * variance**0.5
+    eta_factor = float(eta_host[0]) if bool((eta_host == eta_host[0]).all()) else _broadcast(per_sample_eta, sample)
+    std_dev_t = eta_factor * variance**0.5
     direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** 0.5 * pred_epsilon
     prev_mean = alpha_prod_t_prev**0.5 * pred_original + direction
 
@@ -186,10 +187,10 @@ def ddim_step_distribution(
     log_prob = torch.full(sample.shape[:1], float("nan"), device=sample.device, dtype=torch.float32)
     if any_stochastic:
         # a deterministic sample's sigma_t is 0: give it 1 in the density and NaN as its log-prob
-        std_safe = torch.where(std_dev_t > 0, std_dev_t, torch.ones_like(std_dev_t))
+        std_safe = std_dev_t if all_stochastic else torch.where(std_dev_t > 0, std_dev_t, torch.ones_like(std_dev_t))
         target = prev_sample.detach().to(compute)
         density = -((target - prev_mean) ** 2) / (2 * std_safe**2) - torch.log(std_safe) - _LOG_SQRT_2PI
         density = density.mean(dim=tuple(range(1, density.ndim))).float()
         log_prob = density if all_stochastic else torch.where(stochastic, density, log_prob)
-    std = std_dev_t.reshape(sample.shape[0], -1)[:, 0]
+    std = torch.as_tensor(std_dev_t).expand_as(sample).reshape(sample.shape[0], -1)[:, 0]
     return DDIMStep(prev_sample, log_prob, prev_mean, std)
