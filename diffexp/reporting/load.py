@@ -201,6 +201,17 @@ def _artifacts(client, run, cache: Path) -> tuple[list[tuple[str, int, Path]], l
     return images, prompts, config
 
 
+#: metrics a diverged training makes NaN; elsewhere NaN means "not defined" (e.g. the training batch's
+#: within-prompt diversity when no prompt was drawn twice), which is no sign of divergence
+DIVERGENCE_METRICS = ("reward_mean", "eval_reward_mean", "loss", "grad_norm")
+
+
+def _diverged(metric: str, values) -> bool:
+    values = np.asarray(values, dtype=float)
+    infinite = np.abs(values) >= np.finfo(float).max  # MLflow's SQL stores keep inf as the largest float
+    return bool(infinite.any()) or (metric in DIVERGENCE_METRICS and bool(np.isnan(values).any()))
+
+
 def load_results(
     path: Path | str | None = None,
     tracking_uri: str | None = None,
@@ -262,7 +273,7 @@ def load_results(
                     }
                 )
             )
-        non_finite = sorted({f["metric"].iloc[0] for f in frames if not np.isfinite(f["value"]).all()})
+        non_finite = sorted({f["metric"].iloc[0] for f in frames if _diverged(f["metric"].iloc[0], f["value"])})
         if non_finite and not include_failed:
             notes.append(
                 f"left out run {row['run_name']} ({run.info.run_id}): non-finite values in "

@@ -76,11 +76,20 @@ def test_non_finite_runs_are_left_out_with_a_note(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("nan", artifact_location=(tmp_path / "a").as_uri())
-    for name, values in [("fine", [0.1, 0.2]), ("diverged", [0.1, float("nan")])]:
+    nan, inf = float("nan"), float("inf")
+    runs = {
+        "fine": [("eval_reward_mean", [0.1, 0.2])],
+        # the training batch's diversity is NaN when no prompt was drawn twice: not a divergence
+        "undefined diversity": [("eval_reward_mean", [0.1, 0.2]), ("diversity", [nan, 0.3])],
+        "diverged": [("eval_reward_mean", [0.1, nan])],
+        "infinite": [("eval_reward_mean", [0.1, 0.2]), ("diversity", [0.2, inf])],
+    }
+    for name, series in runs.items():
         run = client.create_run(experiment, run_name=name, tags={"seed": "0", "strategy": name})
-        metrics = [Metric("eval_reward_mean", v, 0, step) for step, v in zip([0, 8], values)]
+        metrics = [Metric(key, v, 0, step) for key, values in series for step, v in zip([0, 8], values)]
         client.log_batch(run.info.run_id, metrics=metrics)
         client.set_terminated(run.info.run_id)
     study = load_results(tmp_path, tracking_uri=uri, experiments=["nan"])
-    assert list(study.runs["run_name"]) == ["fine"]
+    assert sorted(study.runs["run_name"]) == ["fine", "undefined diversity"]
     assert any("left out run diverged" in n and "non-finite values in eval_reward_mean" in n for n in study.notes)
+    assert any("left out run infinite" in n and "non-finite values in diversity" in n for n in study.notes)
