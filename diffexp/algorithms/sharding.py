@@ -51,10 +51,6 @@ def shard_pipeline(pipe, denoiser: torch.nn.Module, mesh) -> None:
             shard(encoder, mesh)
 
 
-def is_sharded(tensor: torch.Tensor) -> bool:
-    return isinstance(tensor, DTensor)
-
-
 def full(tensor: torch.Tensor) -> torch.Tensor:
     """The whole tensor of a shard (a collective: every process must call it), or the tensor itself."""
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
