@@ -36,6 +36,9 @@ def add_ablation_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("--workers", type=int, help="worker processes (default: the profile's; one per core)")
     p.add_argument("--run-dir", type=Path, help="where trials and databases go (default runs/sweeps/<study name>)")
     p.add_argument("--out", type=Path, help="report folder (default reports/embedded, reports/embedded-<profile>)")
+    p.add_argument(
+        "--verbose", action="store_true", help="each run's own output on the console (default: trials/<key>/train.log)"
+    )
     p.set_defaults(func=run_ablation_command)
     return p
 
@@ -69,7 +72,7 @@ def run_ablation_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     ctx = resolve_context(args.study, args.run_dir, profile=args.profile)
     workers = args.workers or ctx.study.spec.workers
-    status = run_sweep(ctx, workers=workers)  # each worker gets an equal share of the cores
+    status = run_sweep(ctx, workers=workers, verbose=args.verbose)  # each worker gets an equal share of the cores
     swept = time.perf_counter() - start
     out = args.out or report_dir(args.profile)
     result = build_report(ctx.run_dir, out=out, command=["diffexp", *sys.argv[1:]])

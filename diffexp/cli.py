@@ -35,8 +35,13 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--guidance-scale", type=float, default=5.0, help="base CFG scale")
     p.add_argument("--per-prompt", type=int, default=4, help="samples per prompt")
-    p.add_argument("--steps", type=int, default=20, help="DDIM steps")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (1.0 as in DDPO)")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=1.0,
+        help="noise in [0, 1]: DDIM's eta (1.0 as in DDPO), a flow model's SDE noise level",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--device", default="cpu")
@@ -62,10 +67,10 @@ def render_grid(
     import torch
 
     from diffexp.exploration import build_strategy
-    from diffexp.sampling.trajectory import TrajectorySampler
+    from diffexp.sampling.flow_trajectory import make_sampler
     from diffexp.visualize import captioned_grid
 
-    sampler = TrajectorySampler(pipe, num_steps=steps, eta=eta)
+    sampler = make_sampler(pipe, num_steps=steps, eta=eta)  # DDIM for UNets, the flow SDE for SD3 / FLUX
     generator = torch.Generator().manual_seed(seed)
     batch = [p for p in prompts for _ in range(per_prompt)]
     plan = build_strategy(config).plan(batch, steps, generator)
@@ -88,6 +93,9 @@ def _run_sample(args: argparse.Namespace) -> int:
     for name in ("per_prompt", "steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not 0.0 <= args.eta <= 1.0:
+        raise ValueError(f"--eta must be between 0 and 1 (DDIM's eta, a flow model's noise level), got {args.eta}")
+    _check_device(args.device)
     if args.out.is_dir() or not args.out.suffix:  # checked now: the file is written after sampling
         raise ValueError(f"--out {args.out} must be an image file name such as samples.png, not a folder")
     prompts = list(args.prompts or [])
@@ -136,7 +144,23 @@ def _add_strategy_grids(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--pipeline", default="embedded", help="pipeline to sample from (see `diffexp sample --help`)")
         p.add_argument("--out-dir", type=Path, default=Path("reports/strategy-grids"))
+        p.add_argument("--steps", type=int, default=20, help="sampling steps")
+        p.add_argument("--per-prompt", type=int, default=4, help="samples per prompt")
         p.set_defaults(func=_run_strategy_grids, old_name=name == "demo")
+
+
+def _check_device(device: str) -> None:
+    """A device this machine has, said before any model loads."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ValueError(f"--device {device!r} is not a torch device ({err})") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA device; use --device cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: this machine has no MPS device; use --device cpu")
 
 
 def _run_strategy_grids(args: argparse.Namespace) -> int:
@@ -149,12 +173,16 @@ def _run_strategy_grids(args: argparse.Namespace) -> int:
             "`make demo` runs the main job, `diffexp ablation`)",
             file=sys.stderr,
         )
+    for name in ("per_prompt", "steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     pipe = get_pipeline(args.pipeline)
     prompts = ["a red circle above a blue square", "a yellow star left of a green triangle", "a purple cross"]
     for name in ["baseline", "cfg", "phrase", "diffexp"]:
         assert name in STRATEGIES
         out = args.out_dir / f"samples_{name}.png"
-        render_grid(pipe, prompts, ExplorationConfig(strategy=name), per_prompt=4, steps=20, eta=1.0, seed=0, out=out)
+        config = ExplorationConfig(strategy=name)
+        render_grid(pipe, prompts, config, per_prompt=args.per_prompt, steps=args.steps, eta=1.0, seed=0, out=out)
         print(f"{name:>9}: {out}")
     return 0
 
@@ -274,9 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:  # bad input: a clear message, not a traceback
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:  # bad input
         print(f"diffexp {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a runtime fault (disk full, a store that went away): a sentence, status 1
+        print(f"diffexp {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -64,3 +64,41 @@ def test_the_old_demo_name_says_what_it_is_now(tmp_path, capsys, monkeypatch):
     assert "`diffexp demo` is now `diffexp strategy-grids`" in capsys.readouterr().err
     assert main(["strategy-grids", "--pipeline", "tiny-sd15", "--out-dir", str(tmp_path)]) == 0
     assert "is now" not in capsys.readouterr().err
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("pipeline", ["tiny-sd3", "tiny-flux"])
+def test_sample_and_strategy_grids_on_flow_models(tmp_path, pipeline):
+    """Flow models sample from the command line as they train (the flow sampler, not DDIM's)."""
+    out = tmp_path / "x.png"
+    args = ["--prompt", "a red circle", "--strategy", "diffexp", "--steps", "2", "--per-prompt", "2"]
+    assert main(["sample", "--pipeline", pipeline, *args, "--out", str(out)]) == 0
+    assert Image.open(out).size[0] == 2 * 160
+    grids = tmp_path / "grids"
+    assert (
+        main(["strategy-grids", "--pipeline", pipeline, "--steps", "2", "--per-prompt", "1", "--out-dir", str(grids)])
+        == 0
+    )
+    assert sorted(p.name for p in grids.iterdir()) == [
+        f"samples_{s}.png" for s in sorted(["baseline", "cfg", "phrase", "diffexp"])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--eta", "7"], "--eta must be between 0 and 1"),
+        (["--device", "cuda"], "no CUDA device"),
+        (["--device", "nonsense"], "is not a torch device"),
+    ],
+)
+def test_sample_refuses_bad_noise_and_devices_before_loading(tmp_path, capsys, args, message):
+    import torch
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    assert main(["sample", "--prompt", "a cat", *args, "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -129,3 +129,33 @@ def test_last_step_log_prob_is_finite_when_the_final_alpha_is_one():
     deterministic, _ = ddim_step_with_logprob(s, eps, t, x_t, 0.0)
     expected = s.step(eps, t, x_t, eta=0.0).prev_sample
     torch.testing.assert_close(deterministic, expected, rtol=1e-5, atol=1e-5)
+
+
+def zero_snr_scheduler(num_steps: int) -> DDIMScheduler:
+    """SD 2.x-style: zero terminal SNR, trailing timesteps, v-prediction (the first step has alpha_bar 0)."""
+    zero_snr = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "prediction_type": "v_prediction"}
+    s = DDIMScheduler(**{**SD_SCHEDULER_CONFIG, **zero_snr})
+    s.set_timesteps(num_steps)
+    return s
+
+
+@pytest.mark.parametrize("num_steps", range(10, 51))
+def test_zero_terminal_snr_first_and_last_steps_are_finite(num_steps):
+    """(1 - alpha_bar_prev - sigma^2) is 0 in exact arithmetic at the first step and negative after
+    rounding: clamped, the step is finite and equals the exact-arithmetic step; diffusers' (float32,
+    NaN at 10, 20, 40 steps) agrees wherever it is finite, to the square root of its rounding."""
+    scheduler = zero_snr_scheduler(num_steps)
+    g = torch.Generator().manual_seed(num_steps)
+    x_t, v = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    for index, atol in ((0, 3e-3), (num_steps - 1, 1e-5)):
+        t = scheduler.timesteps[index]
+        noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+        ours, log_prob = ddim_step_with_logprob(scheduler, v, t, x_t, 1.0, generator=torch.Generator().manual_seed(1))
+        assert torch.isfinite(ours).all() and torch.isfinite(log_prob).all()
+        if index == 0:  # alpha_bar_t = 0: x0 = -v, and the direction term vanishes (sigma^2 = 1 - alpha_bar_prev)
+            a_prev = float(scheduler.alphas_cumprod[int(t) - 1000 // num_steps].double())
+            exact = math.sqrt(a_prev) * -v.double() + math.sqrt(1 - a_prev) * noise.double()
+            torch.testing.assert_close(ours.double(), exact, atol=1e-5, rtol=0)
+        theirs = scheduler.step(v, t, x_t, eta=1.0, generator=torch.Generator().manual_seed(1)).prev_sample
+        if torch.isfinite(theirs).all():
+            torch.testing.assert_close(ours, theirs, atol=atol, rtol=0)

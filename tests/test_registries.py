@@ -34,8 +34,8 @@ class ToyReinforce(RewardFinetuningModule):
     @torch.no_grad()
     def generate(self, round_index):
         s = self.config.sample
-        plan = self.strategy.plan(self.draw_prompts(s.batch_size), s.num_steps, self.sample_generator)
-        return self.sampler.sample(plan, self.sample_generator)
+        plan = self.strategy.plan(self.draw_prompts(s.batch_size), s.num_steps, self.streams.exploration)
+        return self.sampler.sample(plan, self.streams.noise)
 
     def advantages(self, traj, rewards):
         return rewards - rewards.mean()

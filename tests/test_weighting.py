@@ -94,3 +94,25 @@ def test_plain_prompts_skip_the_parser_with_its_result(text):
 
     if _PLAIN.fullmatch(text):
         assert fragments(text) == list(_parsed_fragments(text))
+
+
+def test_nesting_and_length_are_bounded_before_the_parser_runs():
+    """The deepest accepted nesting parses; depth 8 and 200 levels (a RecursionError in compel's
+    parser) are refused by the validator, naming the first '(' too deep; so is a weighted prompt
+    over the length limit (a plain one of any length is not parsed, so it is accepted)."""
+    from diffexp.prompts import weighting
+    from diffexp.prompts.weighting import MAX_NESTING, MAX_WEIGHTED_CHARS, PromptSyntaxError, fragments, validate
+
+    deepest = "a " + "(" * MAX_NESTING + "red" + ")" * MAX_NESTING + " cat"
+    assert "".join(t for t, _ in fragments(deepest)).replace(" ", "") == "aredcat"
+    for depth in (MAX_NESTING + 1, 8, 200):
+        prompt = "a " + "(" * depth + "red" + ")" * depth
+        with pytest.raises(PromptSyntaxError, match="nested deeper") as err:
+            validate(prompt)
+        assert err.value.position == 2 + MAX_NESTING
+    long = "word " * (MAX_WEIGHTED_CHARS // 5) + "(red)1.2"
+    with pytest.raises(PromptSyntaxError, match="limited to") as err:
+        validate(long)
+    assert err.value.position == MAX_WEIGHTED_CHARS and len(str(err.value)) < 400
+    validate("word " * 1000)
+    assert weighting.pyparsing.ParserElement._packratEnabled  # compel's grammar backtracks without it

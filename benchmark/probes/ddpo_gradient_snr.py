@@ -51,7 +51,7 @@ def base_module(overrides: dict, batch_size: int, sampling_seed: int):
     L.seed_everything(config.run.seed, verbose=False)  # as runner.run does before build_module
     module = build_module(config)
     module.sampler = module.make_sampler()
-    module.sample_generator.manual_seed(sampling_seed)
+    module.streams.seed(sampling_seed)
     return module
 
 

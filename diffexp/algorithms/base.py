@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from diffexp.algorithms import sharding
+from diffexp.algorithms.random_streams import RandomStreams
 from diffexp.algorithms.stopping import raise_if_stop_requested
 from diffexp.evaluation import (
     EVAL_IMAGE_DIR,
@@ -152,7 +153,7 @@ class RewardFinetuningModule(L.LightningModule):
         self.evaluators = [build_evaluator(name) for name in names]  # (images, prompts) -> extra eval metrics
         self.train_prompts = resolve_prompts(config.prompts)
         self.eval_prompts = evenly_spaced(resolve_prompts(config.prompts, evaluation=True), config.run.eval_num_prompts)
-        self.sample_generator = torch.Generator()
+        self.streams = RandomStreams()  # prompts, noise, exploration: common random numbers across arms
         self.eval_samples = 0  # held-out samples drawn so far (scored, but not reward queries)
 
     # -- the epoch template: an algorithm implements generate and update ----------------------
@@ -229,7 +230,7 @@ class RewardFinetuningModule(L.LightningModule):
             reward.to(self.device)
         self.sampler = self.make_sampler()
         if not getattr(self, "_restored_generator", False):
-            self.sample_generator.manual_seed(self.config.run.seed * 1000 + self.global_rank)
+            self.streams.seed(self.config.run.seed, self.global_rank)
 
     def on_train_start(self) -> None:
         """A fresh run evaluates the base model first (the 0-query point of every held-out curve)."""
@@ -253,7 +254,7 @@ class RewardFinetuningModule(L.LightningModule):
     def draw_prompts(self, n: int) -> list[PromptLike]:
         """``n`` training prompts: n / samples_per_prompt random draws, each repeated in a row."""
         repeat = self.config.sample.samples_per_prompt
-        idx = torch.randint(len(self.train_prompts), (n // repeat,), generator=self.sample_generator)
+        idx = torch.randint(len(self.train_prompts), (n // repeat,), generator=self.streams.prompts)
         return [self.train_prompts[i] for i in idx.tolist() for _ in range(repeat)]
 
     def score(self, images: torch.Tensor, prompts: list[str], step: str) -> torch.Tensor:
@@ -533,14 +534,14 @@ class RewardFinetuningModule(L.LightningModule):
             "config": json.dumps(self.config.model_dump(mode="json")),
             "held_back_metrics": held_back,
             "reward_queries": self.reward_queries,
-            "sample_generator": self.sample_generator.get_state(),
+            "random_streams": self.streams.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": _numpy_state(),
             "python_rng": _python_state(),
             "extra": self.extra_state(),
         }
         if self.world_size > 1:  # each process's own random streams (a resume must continue every one)
-            own = {k: checkpoint["diffexp"][k] for k in ("sample_generator", "torch_rng", "extra")}
+            own = {k: checkpoint["diffexp"][k] for k in ("random_streams", "torch_rng", "extra")}
             every = [None] * self.world_size
             dist.all_gather_object(every, own)
             checkpoint["diffexp"]["per_rank"] = every
@@ -571,7 +572,12 @@ class RewardFinetuningModule(L.LightningModule):
             for logger in self.loggers:  # epochs past the checkpoint are re-run: drop their rows
                 if hasattr(logger, "truncate_after"):
                     logger.truncate_after(self.reward_queries)
-        self.sample_generator.set_state(state["sample_generator"])
+        if "random_streams" not in state:
+            raise ValueError(
+                "the checkpoint was written before each run had separate prompt, noise and exploration "
+                "streams (common random numbers across arms); start the run over with --restart"
+            )
+        self.streams.load_state_dict(state["random_streams"])
         self._restored_generator = True
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(_numpy_unpack(state["numpy_rng"]))

@@ -24,12 +24,24 @@ class AtomicLastCheckpoint(L.Callback):
         tmp = self.path.with_name(self.path.name + ".tmp")
         # Every rank must call it (collective); rank 0 writes. weights_only=False here means "the full
         # training state" (optimiser, loops), not pickles: the file still loads with weights_only=True.
-        trainer.save_checkpoint(tmp, weights_only=False)
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+        except OSError as err:  # disk full, say: the last good checkpoint stays, the partial one goes
+            tmp.unlink(missing_ok=True)
+            raise CheckpointWriteError(
+                f"epoch {epoch}: could not write the checkpoint {self.path} ({err.strerror or err}); the previous "
+                "checkpoint is intact, and re-running the command resumes from it once there is room"
+            ) from err
         if trainer.is_global_zero:
-            os.replace(tmp, self.path)
             for logger in trainer.loggers:  # the epochs up to here are now durable: log them
                 if hasattr(logger, "commit"):
                     logger.commit()
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a runtime fault: exit status 1)."""
 
 
 class CheckpointError(ValueError):

@@ -148,6 +148,13 @@ class RunConfig(StrictConfig):
         "deviates ~2e-5 from 1 (1.2e-7 without, measured on an H100)",
     )
 
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _known_store(cls, uri: str | None) -> str | None:
+        from diffexp.algorithms.mlflow_run import check_tracking_uri
+
+        return uri if uri is None else check_tracking_uri(uri)
+
     @field_validator("name")
     @classmethod
     def _one_folder(cls, name: str) -> str:
@@ -185,6 +192,31 @@ class AlgorithmConfig(StrictConfig):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _names_are_registered(self):
+        """Every name the config refers to exists, checked now: before a model loads or a run
+        directory is touched (a typo found after minutes of loading SD3 would cost those minutes)."""
+        from diffexp.evaluation.evaluators import evaluator_names
+        from diffexp.prompts.sets import prompt_set_names
+        from diffexp.rewards.base import reward_names
+
+        rewards, problems = set(reward_names()), []
+        wanted = [("reward.name", self.reward.name)] if not self.reward.weights else []
+        for part, value in self.reward.weights.items():
+            name = value.get("reward", part) if isinstance(value, dict) else part
+            wanted.append((f"reward.weights.{part}", name))
+        wanted += [("run.eval_rewards", name) for name in self.run.eval_rewards]
+        problems += [f"{where}: unknown reward {name!r}" for where, name in wanted if name not in rewards]
+        if self.prompts.set != "list" and self.prompts.set not in prompt_set_names():
+            problems.append(f"prompts.set: unknown prompt set {self.prompts.set!r}; known: {prompt_set_names()}")
+        evaluators = set(evaluator_names())
+        problems += [f"run.evaluators: unknown evaluator {e!r}" for e in self.run.evaluators if e not in evaluators]
+        if problems:
+            if any("unknown reward" in p for p in problems):
+                problems.append(f"registered rewards: {sorted(rewards)}")
+            raise ValueError("; ".join(problems))
+        return self
 
     def batch_arithmetic(self) -> dict[str, int]:
         return {"samples_per_epoch": self.sample.batch_size * self.sample.num_batches_per_epoch * self.run.devices}
@@ -232,9 +264,13 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         if not path.is_file():
             raise ConfigError(f"config file {path} is not a file (a directory?); give the path of a YAML file")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        if data is None:  # all defaults would be a 100-epoch run nobody asked for
+            raise ConfigError(f"config file {path} is empty; give at least the fields that differ from the defaults")
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must contain a mapping at the top level, got {type(data).__name__}")
         _check_keys(data, str(path))

@@ -101,6 +101,26 @@ class DDPOConfig(AlgorithmConfig):
     train: DDPOTrainConfig = Field(default_factory=DDPOTrainConfig)
 
     @model_validator(mode="after")
+    def _noise_window_meets_the_train_window(self):
+        """With ``sde_window`` only the window's steps have a log-probability: every window a sample
+        can draw must share a step with ``train.timestep_window`` (checked now, not after an epoch)."""
+        e = self.exploration
+        if e.strategy != "sde_window" or e.noise_window.outside > 0:
+            return self
+        from diffexp.exploration.step_windows import window_starts
+
+        n = self.sample.num_steps
+        trained = set(self.train.window_steps(n))
+        for start, length in window_starts(e.noise_window, n):
+            if not trained & set(range(start, start + length)):
+                raise ValueError(
+                    f"exploration.noise_window can put a sample's noisy steps at {start}..{start + length - 1} of "
+                    f"{n}, outside train.timestep_window {list(self.train.timestep_window)} (steps "
+                    f"{min(trained)}..{max(trained)}): such a sample has nothing to train on; make them overlap"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _batch_arithmetic(self):
         if self.sample.eta == 0:
             raise ValueError(
@@ -191,8 +211,8 @@ class DDPO(RewardFinetuningModule):
         self.denoiser.eval()
         parts = []
         for _ in range(s.num_batches_per_epoch):
-            plan = self.strategy.plan(self.draw_prompts(s.batch_size), s.num_steps, self.sample_generator)
-            parts.append(self.sampler.sample(plan, self.sample_generator))
+            plan = self.strategy.plan(self.draw_prompts(s.batch_size), s.num_steps, self.streams.exploration)
+            parts.append(self.sampler.sample(plan, self.streams.noise))
         self.denoiser.train()
         return cat_trajectories(parts)
 

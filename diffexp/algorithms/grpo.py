@@ -7,7 +7,11 @@ DDPO's epoch with two changes:
    by the whole batch's (Flow-GRPO's option); a group of one has nothing to normalise within, so
    the batch is the group (DDPO's ``per_prompt: false``);
 2. the loss adds ``train.beta`` times the KL from each step's Gaussian to the reference policy's
-   (the base model: the LoRA adapter disabled) at the same x_t, Flow-GRPO's KL term.
+   (the base model: the LoRA adapter disabled) at the same x_t, Flow-GRPO's KL term: by default as
+   ``train_sd3.py`` computes it (the squared mean difference over ``2 std_dev_t^2``, ``std_dev_t`` the
+   SDE's noise scale without the step's ``sqrt(sigma - sigma_next)``), so its beta means what it
+   means there; ``train.kl: gaussian`` is the exact KL of the two step Gaussians, larger by
+   ``1 / (sigma - sigma_next)``. On DDIM models the two coincide (the step's std is the scale).
 
 The defaults are Flow-GRPO's (``config/base.py``: learning rate 3e-4, clip range 1e-4, advantage
 clip 5, global std; ``config/grpo.py``'s SD3.5-M configs: timestep fraction 0.99, beta 0.04 GenEval
@@ -39,6 +43,12 @@ class GRPOTrainConfig(PolicyGradientTrainConfig):
     )
     beta: float = Field(
         0.04, ge=0, description="KL coefficient to the reference policy (Flow-GRPO: 0.04 GenEval, 0.01 PickScore)"
+    )
+    kl: Literal["flow_grpo", "gaussian"] = Field(
+        "flow_grpo",
+        description="the KL term: flow_grpo = Flow-GRPO's ||mean - ref_mean||^2 / (2 std_dev_t^2) with std_dev_t the "
+        "SDE's noise scale without the step size (what its beta means); gaussian = the exact KL of the two step "
+        "Gaussians (std_dev_t sqrt(sigma - sigma_next)). On DDIM models the two are the same",
     )
     global_std: bool = Field(
         True,
@@ -90,11 +100,19 @@ class GRPO(DDPO):
         if t.beta > 0:
             with torch.no_grad(), self.reference_policy():
                 reference = self.sampler.step_distribution(traj, step_index)
-            kl = gaussian_kl(step.mean, reference.mean, step.std).float()
+            std = (
+                step.std if t.kl == "gaussian" else self.sampler.kl_std(self._step_indices(traj, step_index), step.std)
+            )
+            kl = gaussian_kl(step.mean, reference.mean, std).float()
         loss, info = grpo_loss(
             step.log_prob, old_log_prob, advantages, t.clip_range, t.adv_clip_max, kl, t.beta, weights
         )
         return loss, info, step.log_prob
+
+    @staticmethod
+    def _step_indices(traj, step_index) -> torch.Tensor:
+        steps = torch.as_tensor(step_index, dtype=torch.long)
+        return steps.expand(len(traj)) if steps.ndim == 0 else steps
 
     @contextlib.contextmanager
     def reference_policy(self):

@@ -24,6 +24,25 @@ def default_tracking_uri(output_dir: str | Path) -> str:
     return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
 
 
+#: the schemes of MLflow's tracking stores (a database URI may name its driver: postgresql+psycopg2)
+TRACKING_SCHEMES = {"", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks"}
+
+
+def check_tracking_uri(uri: str, name: str = "run.mlflow_tracking_uri") -> str:
+    """``uri`` if it names an MLflow tracking store MLflow knows, else a ValueError that says so."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.split("+")[0].lower()
+    if len(scheme) == 1:  # a Windows drive letter: a local path
+        scheme = ""
+    if scheme not in TRACKING_SCHEMES:
+        raise ValueError(
+            f"{name} {uri!r}: MLflow has no tracking store for the scheme {scheme!r}; use a sqlite:///path.db, a "
+            "folder, http(s)://host:port or a database URI (postgresql://..., mysql://...)"
+        )
+    return uri
+
+
 def run_tags(config) -> dict[str, str]:
     """What identifies a run among a study's: algorithm, strategy, seed, reward, prompt set."""
     reward = config.reward.name

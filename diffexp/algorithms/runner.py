@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -20,7 +21,7 @@ from diffexp.algorithms import sharding
 from diffexp.algorithms.checkpointing import AtomicLastCheckpoint, read_checkpoint
 from diffexp.algorithms.csv_logging import ResumableCSVLogger
 from diffexp.algorithms.mlflow_run import RunMLFlowLogger, build_mlflow_logger, default_tracking_uri
-from diffexp.algorithms.run_directory import CONFIG_NAME, RunDirectory, RunDirectoryError, run_path
+from diffexp.algorithms.run_directory import CONFIG_NAME, MLFLOW_RUN_NAME, RunDirectory, RunDirectoryError, run_path
 from diffexp.algorithms.stopping import stop_on_signals
 
 __all__ = ["RunMLFlowLogger", "build_module", "default_tracking_uri", "run"]
@@ -77,6 +78,19 @@ def stored_config(directory_path: Path, checkpoint: dict) -> dict | None:
     return yaml.safe_load(record.read_text()) if record.is_file() else None
 
 
+def say_what_is_left(path: Path, config, resuming: bool, resume: bool) -> None:
+    """One line when a run directory holds what a start or resume will not continue."""
+    metrics = path / "csv" / "metrics.csv"
+    if resume and not resuming and (metrics.exists() or (path / MLFLOW_RUN_NAME).exists()):
+        print(
+            f"note: {path} holds the logs of an earlier attempt but no checkpoint (checkpoints/last.ckpt): starting "
+            "over; its CSV rows are replaced and its MLflow run continues from 0 queries",
+            file=sys.stderr,
+        )
+    if resuming and "csv" in config.run.loggers and not metrics.exists():
+        print(f"note: resuming without {metrics} (missing): the CSV log restarts at the checkpoint", file=sys.stderr)
+
+
 def run(config, resume: bool = True, extra_callbacks: list | None = None, lock_timeout: float = 0):
     """Train; returns the fitted module. Re-running with the same name resumes from ``last.ckpt``;
     ``resume=False`` starts the run over (its checkpoint is discarded). ``lock_timeout``: seconds to
@@ -91,15 +105,20 @@ def run(config, resume: bool = True, extra_callbacks: list | None = None, lock_t
     with RunDirectory.open(config, primary, lock_timeout) as directory:
         last = path / "checkpoints" / "last.ckpt"
         resuming = resume and last.exists()  # read under the lock: a holder before may just have written it
-        directory.check_and_record(config, stored_config(path, read_checkpoint(last)) if resuming else None)
-        if not resume and directory.primary:  # a restart: nothing of the old run may be resumed later
-            shutil.rmtree(path / "checkpoints", ignore_errors=True)
-            directory.forget_mlflow_run()
-        return _fit(config, directory, str(last) if resuming else None, extra_callbacks)
+        if directory.primary:
+            say_what_is_left(path, config, resuming, resume)
+        if resume:  # a refused resume says so before any model loads
+            directory.check_and_record(config, stored_config(path, read_checkpoint(last)) if resuming else None)
+        module = build_module(config)
+        if not resume:  # a restart deletes the old run only once the new one has been built
+            directory.check_and_record(config, None)
+            if directory.primary:  # nothing of the old run may be resumed later
+                shutil.rmtree(path / "checkpoints", ignore_errors=True)
+                directory.forget_mlflow_run()
+        return _fit(config, module, directory, str(last) if resuming else None, extra_callbacks)
 
 
-def _fit(config, directory: RunDirectory, ckpt_path: str | None, extra_callbacks: list | None):
-    module = build_module(config)
+def _fit(config, module, directory: RunDirectory, ckpt_path: str | None, extra_callbacks: list | None):
     strategy = "auto"
     if config.run.devices > 1:
         from lightning.pytorch.strategies import DDPStrategy

@@ -63,10 +63,12 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     import torch
 
-    from diffexp.embedded import evaluation
+    from diffexp.embedded import measurements as evaluation
     from diffexp.embedded.pipeline import load_world_pipeline
     from diffexp.embedded.rewards import WorldAestheticReward, WorldAlignmentReward
 
+    if args.per_prompt < 1:
+        raise ValueError(f"--per-prompt must be at least 1, got {args.per_prompt}")
     pipe = load_world_pipeline(path=args.pipeline)
     figures: dict = {}
     figures["prompt_following"] = evaluation.prompt_following(pipe, per_prompt=args.per_prompt)

@@ -38,3 +38,13 @@ class TrainSettings:
     ema_decay: float = 0.999
     checkpoint_every: int = 250
     threads: int = 2
+
+    def __post_init__(self):
+        """Counts and sizes must be usable: 0 steps would mark a stage done without training it."""
+        for name, value in vars(self).items():
+            if name.endswith(("_steps", "_batch", "_size", "_every", "_length")) or name == "threads":
+                if value < 1:
+                    raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            elif name.endswith(("_lr", "_decay", "_weight", "_fraction", "_share", "_noise", "_dropout")):
+                if not value >= 0 or value != value or value == float("inf"):
+                    raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")

@@ -44,6 +44,12 @@ def register_evaluator(name: str, prompt_sets: tuple[str, ...] = (), metrics: tu
     return decorate
 
 
+def evaluator_names() -> list[str]:
+    """Every registered evaluator, plugins' included."""
+    load_plugins()
+    return sorted(EVALUATORS)
+
+
 def build_evaluator(name: str) -> Evaluator:
     load_plugins()
     if name not in EVALUATORS:

@@ -63,6 +63,15 @@ class NoiseWindowConfig(BaseModel):
         return self
 
 
+def window_starts(config: NoiseWindowConfig, num_steps: int) -> list[tuple[int, int]]:
+    """Every (first step, length) of a noisy window that :func:`noise_scales` can draw."""
+    first, stop = _steps_in(config.window, num_steps)
+    if config.width is None:
+        return [(first, stop - first)]
+    length = max(1, min(stop - first, int(round(config.width * num_steps))))
+    return [(start, length) for start in range(first, stop - length + 1)]
+
+
 def noise_scales(
     config: NoiseWindowConfig, batch: int, num_steps: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:

@@ -75,6 +75,12 @@ def add_sweep_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         help="workers exit when no trial is queued, instead of waiting for running ones "
         "(that might die and need a retry)",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show each training's own output (weight loading, progress bars, library warnings) on the console "
+        "instead of in its trials/<key>/train.log",
+    )
     p.set_defaults(func=run_sweep_command)
     return p
 
@@ -100,6 +106,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         workers=args.workers or ctx.study.spec.workers,
         wait_for_running=not args.no_wait,
         threads_per_worker=args.threads_per_worker,
+        verbose=args.verbose,
     )
 
 

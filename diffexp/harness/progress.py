@@ -58,6 +58,9 @@ class Progress:
     running: int = 0
     failed: int = 0
     waiting: int = 0
+    #: the keys of the running trials, and the mean wall time of the finished ones (seconds)
+    running_keys: tuple[str, ...] = ()
+    seconds_per_run: float | None = None
 
     @property
     def remaining(self) -> int:
@@ -68,12 +71,27 @@ class Progress:
     def finished(self) -> bool:
         return self.running == 0 and self.remaining == 0
 
+    def eta_seconds(self) -> float | None:
+        """Time to the end at the finished runs' mean duration, the running ones half done, with as
+        many in parallel as run now."""
+        if self.seconds_per_run is None or self.finished:
+            return None if not self.finished else 0.0
+        parallel = max(1, self.running)
+        return self.seconds_per_run * (self.remaining + 0.5 * self.running) / parallel
+
     def line(self) -> str:
         pruned = f" (+{self.pruned} pruned)" if self.pruned else ""
+        eta = self.eta_seconds()
         return (
             f"done {self.done}{pruned}/{self.total}, running {self.running}, "
             f"failed {self.failed}, remaining {self.remaining}"
+            + (f", about {format_duration(eta)} left" if eta else "")
         )
+
+
+def format_duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{seconds:.0f} s" if seconds < 90 else f"{minutes} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
 def study_progress(study, total: int, keys: list[str] | None = None) -> Progress:
@@ -82,8 +100,16 @@ def study_progress(study, total: int, keys: list[str] | None = None) -> Progress
     if keys is not None:
         groups = {k: v for k, v in groups.items() if k in set(keys)}
     p = Progress(total=total)
-    for trials in groups.values():
+    durations, running = [], []
+    for key, trials in groups.items():
         state = key_state(trials)
+        durations += [
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            for t in trials
+            if t.state.name == "COMPLETE" and t.datetime_start and t.datetime_complete
+        ]
+        if state == "running":
+            running.append(key)
         if state == "done":
             p.done += 1
         elif state == "pruned":
@@ -94,6 +120,8 @@ def study_progress(study, total: int, keys: list[str] | None = None) -> Progress
             p.waiting += 1
         else:
             p.failed += 1
+    p.running_keys = tuple(sorted(running))
+    p.seconds_per_run = sum(durations) / len(durations) if durations else None
     return p
 
 

@@ -681,8 +681,12 @@ def load_study(path: str | Path, profile: str | None = None) -> StudyPlan:
     path = Path(path)
     if not path.exists():
         raise StudyError(f"study file {path} does not exist")
+    if not path.is_file():
+        raise StudyError(f"study file {path} is not a file (a directory?); give the path of a study YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise StudyError(f"study file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
         raise StudyError(f"study file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):

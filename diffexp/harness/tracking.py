@@ -11,6 +11,9 @@ per trial key whatever happened.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,23 @@ def _is_local(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "databricks"))
 
 
+@contextlib.contextmanager
+def _schema_lock(uri: str):
+    """An OS lock beside a SQLite store while a process opens it (MLflow's schema creation is not
+    safe against a second process doing the same: 'table ... already exists')."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".schema-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Tracker:
     """An MLflow client bound to one study's experiment."""
 
@@ -37,7 +57,11 @@ class Tracker:
         self.uri = uri
         self.experiment_name = experiment
         self.run_dir = Path(run_dir).resolve()
-        self.client = MlflowClient(tracking_uri=uri)
+        for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables...": noise
+            logging.getLogger(name).setLevel(logging.WARNING)
+        with _schema_lock(uri):  # two launchers on a new SQLite store would both create its tables
+            self.client = MlflowClient(tracking_uri=uri)
+            self.client.search_experiments(max_results=1)  # the first access creates the schema
         self._experiment_id: str | None = None
 
     @property

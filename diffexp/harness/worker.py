@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,6 +49,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffexp.algorithms.mlflow_run import check_tracking_uri
 from diffexp.harness.progress import (
     IGNORED_ATTR,
     KEY_ATTR,
@@ -58,6 +60,8 @@ from diffexp.harness.progress import (
     study_progress,
     trial_key_of,
 )
+from diffexp.harness.run_log import LOG_NAME, trial_output
+from diffexp.harness.run_log import console as _console
 from diffexp.harness.storage import StorageSpec, open_storage, parse_storage_url, redact, retry_callback_class
 from diffexp.harness.study import StudyPlan, describe, load_study
 from diffexp.harness.tracking import Tracker, tracking_uri_for
@@ -91,6 +95,8 @@ def resolve_context(
     create: bool = True,
     profile: str | None = None,
 ) -> SweepContext:
+    if tracking_uri is not None:
+        check_tracking_uri(tracking_uri, "--tracking-uri")
     study = study_path if isinstance(study_path, StudyPlan) else load_study(study_path, profile)
     run_dir = Path(run_dir or study.spec.run_dir or Path("runs") / "sweeps" / study.name).resolve()
     if create:
@@ -276,7 +282,7 @@ def trial_callback(worker: Worker, trial, key: str, heartbeat: Heartbeat, prune:
             value = metrics.get(name)
             step = int(metrics.get("reward_queries", module.reward_queries))
             shown = f"{name} {value:.4g}" if value is not None else f"{name} -"
-            worker.log(
+            worker.note(
                 f"trial #{trial.number} {key}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}, "
                 f"{step} reward queries, {shown}"
             )
@@ -306,11 +312,19 @@ def checkpoint_usable(path: Path) -> bool:
 class Worker:
     """Runs trials of one study until none is left."""
 
-    def __init__(self, ctx: SweepContext, name: str | None = None, wait_for_running: bool = True, out=None):
+    def __init__(
+        self,
+        ctx: SweepContext,
+        name: str | None = None,
+        wait_for_running: bool = True,
+        out=None,
+        capture: bool = True,
+    ):
         self.ctx = ctx
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.wait_for_running = wait_for_running
-        self.out = out or sys.stdout
+        self.capture = capture  # each trial's output into its train.log (run_log.py)
+        self.out = out or (_console() if capture else sys.stdout)
         self.study, self.raw_storage, self.retry = open_study(ctx)
         self.tracker = Tracker(ctx.tracking_uri, ctx.study.name, ctx.run_dir)
         spec = ctx.study.spec
@@ -321,7 +335,12 @@ class Worker:
 
     # -- output -----------------------------------------------------------------------------
     def log(self, message: str) -> None:
+        """A line on the console."""
         print(f"[sweep {self.ctx.study.name} {self.name}] {message}", file=self.out, flush=True)
+
+    def note(self, message: str) -> None:
+        """A line in the running trial's log (the console when output is not captured)."""
+        print(f"[sweep {self.ctx.study.name} {self.name}] {message}", flush=True)
 
     def progress(self) -> Progress:
         return study_progress(self.study, self.ctx.total, self.ctx.keys())
@@ -528,11 +547,12 @@ class Worker:
                 for name, value in attrs.items():
                     trial.set_user_attr(f"diffexp:{name}", value)
                 retry_of = frozen.system_attrs.get("failed_trial")
-                self.log(
-                    f"trial #{trial.number} {key}: start ({tspec.label()})"
-                    + (f", retry of #{retry_of}" if retry_of is not None else "")
-                )
-                value = self._train(trial, key, config, trial_dir, heartbeat, info["config_hash"])
+                with trial_output(trial_dir / LOG_NAME, enabled=self.capture):
+                    self.note(
+                        f"trial #{trial.number} {key}: start ({tspec.label()})"
+                        + (f", retry of #{retry_of}" if retry_of is not None else "")
+                    )
+                    value = self._train(trial, key, config, trial_dir, heartbeat, info["config_hash"])
             except optuna.TrialPruned as err:
                 return self._finish(trial, key, run_id, TrialState.PRUNED, None, started, str(err))
             except TrialLost as err:
@@ -548,8 +568,15 @@ class Worker:
                 trial.set_user_attr(
                     "diffexp:error", "".join(traceback.format_exception_only(type(err), err)).strip()[-2000:]
                 )
-                self.log(f"trial #{trial.number} {key}: FAILED: {type(err).__name__}: {err}")
-                traceback.print_exc(file=self.out)
+                log_file = self.ctx.run_dir / "trials" / key / LOG_NAME
+                where = f" (traceback in {log_file})" if self.capture else ""
+                self.log(f"trial #{trial.number} {key}: FAILED: {type(err).__name__}: {err}{where}")
+                if self.capture:
+                    log_file.parent.mkdir(parents=True, exist_ok=True)
+                    with open(log_file, "a") as f:
+                        traceback.print_exc(file=f)
+                else:
+                    traceback.print_exc(file=self.out)
                 return self._finish(trial, key, run_id, TrialState.FAIL, None, started, str(err))
         return self._finish(trial, key, run_id, TrialState.COMPLETE, value, started)
 
@@ -561,13 +588,13 @@ class Worker:
         if result_file.exists():
             result = json.loads(result_file.read_text())
             if result.get("config_hash") == config_hash:
-                self.log(f"trial #{trial.number} {key}: finished earlier (result.json), not retrained")
+                self.note(f"trial #{trial.number} {key}: finished earlier (result.json), not retrained")
                 trial.set_user_attr("diffexp:reused_result", str(result_file))
                 return float(result["value"])
         last = trial_dir / "checkpoints" / "last.ckpt"
         if last.exists() and checkpoint_usable(last):
             trial.set_user_attr("diffexp:resumed_from", str(last))
-            self.log(f"trial #{trial.number} {key}: resuming from {last}")
+            self.note(f"trial #{trial.number} {key}: resuming from {last}")
         prune = self.ctx.study.kind == "search" and spec.search.pruner.kind != "none"
         # a worker declared dead while alive stops at its next step and frees the trial's directory
         module = run(
@@ -655,7 +682,7 @@ def best_trial_line(study, direction: str) -> str | None:
     )
 
 
-def worker_command(ctx: SweepContext, name: str) -> list[str]:
+def worker_command(ctx: SweepContext, name: str, verbose: bool = False) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -670,7 +697,8 @@ def worker_command(ctx: SweepContext, name: str) -> list[str]:
         "--name",
         name,
     ]
-    return command + (["--profile", ctx.study.profile] if ctx.study.profile else [])
+    command += ["--profile", ctx.study.profile] if ctx.study.profile else []
+    return command + (["--verbose"] if verbose else [])
 
 
 def share_of_cores(workers: int, cores: int | None = None) -> int:
@@ -694,6 +722,7 @@ def run_sweep(
     log=print,
     wait_for_running: bool = True,
     threads_per_worker: int | None = None,
+    verbose: bool = False,
 ) -> int:
     """Set the study up, run ``workers`` workers on this machine (subprocesses when > 1, each with
     ``threads_per_worker`` torch threads, default an equal share of the cores), print the study's
@@ -720,7 +749,7 @@ def run_sweep(
         except ValueError:  # not the main thread
             previous = None
         try:
-            Worker(ctx, name="w0", wait_for_running=wait_for_running).run()
+            Worker(ctx, name="w0", wait_for_running=wait_for_running, capture=not verbose).run()
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -728,7 +757,7 @@ def run_sweep(
         if ctx.study.path is None:
             raise ValueError("several workers need a study file (they re-read it)")
         env = _subprocess_env(threads)
-        procs = [subprocess.Popen(worker_command(ctx, f"w{i}"), env=env) for i in range(workers)]
+        procs = [subprocess.Popen(worker_command(ctx, f"w{i}", verbose), env=env) for i in range(workers)]
 
         def forward(signum, frame):
             for p in procs:
@@ -737,7 +766,7 @@ def run_sweep(
 
         old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            codes = [p.wait() for p in procs]
+            codes = wait_with_display(ctx, study, procs, live=not verbose and sys.stdout.isatty())
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -750,6 +779,22 @@ def run_sweep(
     if best:
         log(best)
     return 0 if progress.failed == 0 and progress.finished else 1
+
+
+def wait_with_display(ctx: SweepContext, study, procs: list, live: bool, every: float = 2.0) -> list[int]:
+    """Wait for the worker processes; on a terminal, keep one line up to date with the study's
+    progress, the running trials and the time left."""
+    while any(p.poll() is None for p in procs):
+        if live:
+            progress = study_progress(study, ctx.total, ctx.keys())
+            running = ", ".join(progress.running_keys)
+            line = f"study {ctx.study.name}: {progress.line()}" + (f" | running: {running}" if running else "")
+            width = shutil.get_terminal_size((160, 20)).columns
+            print("\r\033[K" + line[: width - 1], end="", flush=True)
+        time.sleep(every)
+    if live:
+        print("\r\033[K", end="", flush=True)
+    return [p.wait() for p in procs]
 
 
 def print_status(ctx: SweepContext, log=print) -> int:
@@ -789,10 +834,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="worker name in the log (default host:pid)")
     p.add_argument("--profile", help="the study file's profile (default: the file as written)")
     p.add_argument("--no-wait", action="store_true", help="exit when no trial is waiting, even if others still run")
+    p.add_argument("--verbose", action="store_true", help="the trainings' own output on the console, not in train.log")
     args = p.parse_args(argv)
     ctx = resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri, profile=args.profile)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    Worker(ctx, name=args.name, wait_for_running=not args.no_wait).run()
+    Worker(ctx, name=args.name, wait_for_running=not args.no_wait, capture=not args.verbose).run()
     return 0
 
 

@@ -14,7 +14,12 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+import pyparsing
 from compel.prompt_parser import PromptParser
+
+# Memoised parsing (pyparsing's packrat, which matplotlib's mathtext switches on too): without it
+# compel's grammar backtracks exponentially in nesting depth (3.5x per level; depth 8 took minutes).
+pyparsing.ParserElement.enable_packrat()
 
 _WEIGHT = re.compile(r"\)(?:[+-]+|\d+(?:\.\d+)?|\.\d+)?")
 _MALFORMED_NUMBER = re.compile(r"\)\d*\.\d*\.")
@@ -23,6 +28,11 @@ _NUMBER = re.compile(r"\)(\d+(?:\.\d+)?|\.\d+)")
 #: the largest weight of a fragment (nested weights multiply): far beyond any useful emphasis, and
 #: far below what overflows the embedding (1e20 made every pixel NaN)
 MAX_WEIGHT = 100.0
+#: the deepest nesting of groups: deep enough for any emphasis, shallow enough for compel's recursive
+#: parser (200 levels end in RecursionError)
+MAX_NESTING = 6
+#: the longest prompt with weighting syntax: compel's parse time grows with the length
+MAX_WEIGHTED_CHARS = 1000
 
 
 class PromptSyntaxError(ValueError):
@@ -30,14 +40,23 @@ class PromptSyntaxError(ValueError):
 
     def __init__(self, prompt: str, position: int, problem: str):
         self.prompt, self.position, self.problem = prompt, position, problem
-        pointer = " " * position + "^"
-        super().__init__(f"prompt weighting syntax: {problem} at position {position}:\n  {prompt}\n  {pointer}")
+        start = max(0, position - 60)  # a window around the position: a long prompt is not repeated whole
+        tail = "..." if position + 60 < len(prompt) else ""
+        shown = ("..." if start else "") + prompt[start : position + 60] + tail
+        pointer = " " * (position - start + (3 if start else 0)) + "^"
+        super().__init__(f"prompt weighting syntax: {problem} at position {position}:\n  {shown}\n  {pointer}")
 
 
 def validate(prompt: str) -> None:
     """Raise :class:`PromptSyntaxError` on unbalanced parentheses or malformed weights."""
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    if len(prompt) > MAX_WEIGHTED_CHARS and not _PLAIN.fullmatch(prompt):
+        raise PromptSyntaxError(
+            prompt,
+            MAX_WEIGHTED_CHARS,
+            f"a prompt with weighting syntax is limited to {MAX_WEIGHTED_CHARS} characters (it has {len(prompt)})",
+        )
     open_positions: list[int] = []
     escaped = False
     for i, ch in enumerate(prompt):
@@ -47,6 +66,8 @@ def validate(prompt: str) -> None:
             escaped = True
         elif ch == "(":
             open_positions.append(i)
+            if len(open_positions) > MAX_NESTING:
+                raise PromptSyntaxError(prompt, i, f"groups nested deeper than {MAX_NESTING} levels")
         elif ch == ")":
             if not open_positions:
                 raise PromptSyntaxError(prompt, i, "')' without a matching '('")

@@ -159,7 +159,7 @@ def draw_panels(panels: list[Panel], ncols: int, positions: list[int] | None = N
                 gid=f"{CURVE_GID}{strategy}",
             )
             points.append(len(d))
-        ax.set_title(panel.title, fontsize=9.5)
+        ax.set_title(literal(panel.title), fontsize=9.5)
         ax.set_xlabel("reward queries", fontsize=8.5)
         ax.set_ylabel("\n".join(textwrap.wrap(panel.ylabel, 28)), fontsize=8.5)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 5))
@@ -305,6 +305,12 @@ def sample_columns(prompts: list[str], limit: int = 10) -> list[int]:
     return sorted(picked)
 
 
+def literal(text: str) -> str:
+    """``text`` as matplotlib shows it verbatim: an unescaped ``$`` would start mathtext (a prompt
+    with ``$\\bogus$`` fails at layout); backslashes and braces are literal outside it."""
+    return text.replace("$", r"\$")
+
+
 def samples_figure(rows: list[tuple[str, list]], prompts: list[str], columns: list[int]):
     """A grid of sample tiles: one row per (label, tiles), one column per chosen sample, prompts on top."""
     sns.set_theme(style="white")
@@ -317,10 +323,10 @@ def samples_figure(rows: list[tuple[str, list]], prompts: list[str], columns: li
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title("\n".join(textwrap.wrap(prompts[index], 16)), fontsize=6.5)
+                ax.set_title(literal("\n".join(textwrap.wrap(prompts[index], 16))), fontsize=6.5)
             if c == 0:
                 lines = [w for line in label.split("\n") for w in textwrap.wrap(line, 18)]
-                ax.set_ylabel("\n".join(lines), fontsize=7.5, rotation=0, ha="right", va="center", labelpad=6)
+                ax.set_ylabel(literal("\n".join(lines)), fontsize=7.5, rotation=0, ha="right", va="center", labelpad=6)
     fig.tight_layout(w_pad=0.2, h_pad=0.3)
     return fig
 

@@ -225,6 +225,10 @@ def load_results(
     from mlflow.tracking import MlflowClient
 
     uri, names, run_name, study_name = resolve_source(path, tracking_uri, experiments)
+    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if store is not None and (not store.is_file() or store.stat().st_size == 0):
+        # MLflow would create its tables in a store the report must only read
+        raise ValueError(f"{store} is {'empty' if store.is_file() else 'missing'}: not an MLflow store with a study")
     client = MlflowClient(tracking_uri=uri)
     chosen, run_name_filter = _select_experiments(client, names, run_name)
     if names and len(names) == 1:

@@ -8,6 +8,9 @@ CLI so notebooks and the sweep harness can call :func:`build_report`.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,12 +222,29 @@ def study_provenance(study: StudyResults, command: list[str] | None, store: str)
     return prov
 
 
+def report_files() -> tuple[str, ...]:
+    """The patterns of what a report writes into its folder."""
+    return ("index.html", VERDICT_MD, "figures/*.png", "figures/*.svg", "tables/*.csv", "tables/*.tex")
+
+
 def remove_previous_report(out_dir: Path) -> None:
     """Delete what an earlier report wrote here (the page, its figures and tables), so no figure of
     another study or an older version of this one survives beside the new report."""
-    for pattern in ("index.html", VERDICT_MD, "figures/*.png", "figures/*.svg", "tables/*.csv", "tables/*.tex"):
+    for pattern in report_files():
         for old in out_dir.glob(pattern):
             old.unlink()
+
+
+def replace_report(staged: Path, out_dir: Path) -> None:
+    """Put the complete report built in ``staged`` in place of the one in ``out_dir`` (whose other
+    files are left alone), then remove ``staged``."""
+    remove_previous_report(out_dir)
+    for pattern in report_files():
+        for new in sorted(staged.glob(pattern)):
+            target = out_dir / new.relative_to(staged)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new, target)
+    shutil.rmtree(staged, ignore_errors=True)
 
 
 def build_report(
@@ -237,12 +257,39 @@ def build_report(
     seed: int = 0,
     command: list[str] | None = None,
 ) -> ReportResult:
-    """Load the study, compute the verdict and tables, draw the figures and write the report folder."""
+    """Load the study, compute the verdict and tables, draw the figures and write the report folder.
+    The report is built beside ``out`` and replaces the previous one only once it is complete: a
+    failure leaves the last report as it was."""
+    if reps < 1:
+        raise ValueError(f"--reps must be at least 1 (bootstrap resamples), got {reps}")
     out_dir = Path(out) if out else Path("reports") / (Path(path).resolve().name if path else "study")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; give a folder for the report")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    try:
+        with tempfile.TemporaryDirectory(prefix="diffexp-report-") as cache:  # downloaded artifacts, dropped afterwards
+            result = _build(path, staged, tracking_uri, experiments, budgets, reps, seed, command, Path(cache))
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_previous_report(out_dir)
-    with tempfile.TemporaryDirectory(prefix="diffexp-report-") as cache:  # downloaded artifacts, dropped afterwards
-        return _build(path, out_dir, tracking_uri, experiments, budgets, reps, seed, command, Path(cache))
+    replace_report(staged, out_dir)
+    return _moved(result, staged, out_dir)
+
+
+def _moved(result: ReportResult, staged: Path, out_dir: Path) -> ReportResult:
+    def move(p: Path) -> Path:
+        return out_dir / Path(p).relative_to(staged)
+
+    figures = [dataclasses.replace(f, png=move(f.png), svg=move(f.svg)) for f in result.figures]
+    return dataclasses.replace(
+        result,
+        out_dir=out_dir,
+        html=move(result.html),
+        figures=figures,
+        table_files=[move(p) for p in result.table_files],
+    )
 
 
 def _build(path, out_dir: Path, tracking_uri, experiments, budgets, reps, seed, command, cache: Path) -> ReportResult:
@@ -330,9 +377,12 @@ VERDICT_NOTE = (
     "exploration, at 0 queries (the base model) and on a cadence during training. s is the cell's seed-to-seed "
     "standard deviation of the final value, pooled over its strategies (ν = its degrees of freedom); each "
     "strategy's own is shown as Seed std. Gain over base: final minus base model, mean ± t(0.975, ν)·s/√n; the "
-    "baseline learned when every seed gained and that interval excludes 0. Δ vs baseline: ± t(0.975, ν)·s·√(2/n), "
-    "not corrected for three comparisons. Detectable Δ: the smallest true difference that test finds with 80% "
-    "power, (t(0.975, ν) + t(0.8, ν))·s·√(2/n). Queries to the baseline's final: where a strategy's mean curve "
-    "first reaches the baseline's final mean (interpolated between evaluations; 95% bootstrap interval over seeds), "
-    "shown when the baseline learned."
+    "baseline learned when every seed gained and that interval excludes 0. Δ vs baseline, blocked by seed (every "
+    "arm ran the same seeds, which fix the LoRA initialisation, the prompts and the noise the arms share): the mean "
+    "within-seed difference ± t(0.975, ν_e)·s_e·√(2/b), s_e the residual standard deviation of the seed × strategy "
+    "layout on ν_e = (arms − 1)(seeds − 1) degrees of freedom; unpaired (seeds not shared): ± t(0.975, ν)·s·√(2/n). "
+    "The Analysis column says which; not corrected for several comparisons. Detectable Δ: the smallest true "
+    "difference that same test finds with 80% power (solved on the noncentral t). Queries to the baseline's final: "
+    "where a strategy's mean curve first reaches the baseline's final mean (interpolated between evaluations; 95% "
+    "bootstrap interval over seeds), shown when the baseline learned."
 )

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
+import scipy.optimize
 import scipy.stats
 
 DEFAULT_REPS = 2000
@@ -312,16 +313,65 @@ def pooled_difference_interval(x, y, sigma: float, dof: int, alpha: float = DEFA
     return Estimate(diff, diff - half, diff + half)
 
 
+def power_of_t_test(difference: float, se: float, dof: int, alpha: float = DEFAULT_ALPHA) -> float:
+    """Probability that a two-sided t test at level ``alpha`` (standard error ``se`` on ``dof``
+    degrees of freedom) rejects when the true difference is ``difference``: the noncentral t's
+    ``P(|T| > t(1 - alpha/2, dof))`` with noncentrality ``difference / se``."""
+    crit = scipy.stats.t.ppf(1 - alpha / 2, dof)
+    lam = abs(difference) / se
+    far_tail = scipy.stats.nct.cdf(-crit, dof, lam)  # scipy gives NaN where it underflows (lam >~ 8)
+    return float(scipy.stats.nct.sf(crit, dof, lam) + (0.0 if np.isnan(far_tail) else far_tail))
+
+
+def detectable_difference(se: float, dof: int, alpha: float = DEFAULT_ALPHA, power: float = 0.8) -> float:
+    """Smallest true difference that a two-sided t test with standard error ``se`` on ``dof``
+    degrees of freedom detects with probability ``power``: solved exactly on the noncentral t
+    (the textbook ``(t(1 - alpha/2) + t(power)) se`` is a little below it at few degrees of freedom)."""
+    if dof < 1 or not np.isfinite(se) or se <= 0:
+        return float("nan")
+    guess = (scipy.stats.t.ppf(1 - alpha / 2, dof) + scipy.stats.t.ppf(power, dof)) * se
+    return float(scipy.optimize.brentq(lambda d: power_of_t_test(d, se, dof, alpha) - power, 0.5 * guess, 3 * guess))
+
+
 def minimum_detectable_difference(
     sigma: float, n_x: int, n_y: int, dof: int | None = None, alpha: float = DEFAULT_ALPHA, power: float = 0.8
 ) -> float:
     """Smallest true difference of means that a two-sided two-sample t test at level ``alpha``
     detects with probability ``power``, for seed-to-seed standard deviation ``sigma`` estimated with
-    ``dof`` degrees of freedom (default ``n_x + n_y - 2``):
-    ``(t(1 - alpha/2, dof) + t(power, dof)) * sigma * sqrt(1/n_x + 1/n_y)``."""
+    ``dof`` degrees of freedom (default ``n_x + n_y - 2``): :func:`detectable_difference` at the
+    standard error ``sigma * sqrt(1/n_x + 1/n_y)``."""
     dof = n_x + n_y - 2 if dof is None else dof
     if n_x < 1 or n_y < 1 or dof < 1 or not np.isfinite(sigma):
         return float("nan")
-    return float(
-        (scipy.stats.t.ppf(1 - alpha / 2, dof) + scipy.stats.t.ppf(power, dof)) * sigma * np.sqrt(1 / n_x + 1 / n_y)
-    )
+    return detectable_difference(sigma * np.sqrt(1 / n_x + 1 / n_y), dof, alpha, power)
+
+
+# -- randomised complete blocks: the seed as block ---------------------------------------------
+# When every arm of a cell ran the same seeds and a seed fixes what the arms share (LoRA
+# initialisation, prompts, noise), a seed is a block: the model y_ij = mu + block_i + arm_j + e_ij
+# (two-way ANOVA without interaction). An arm's difference to the baseline is the mean of its
+# within-seed differences, and its standard error rests on the residual variance pooled over arms,
+# sigma_e^2 = sum(e_ij^2) / ((a - 1)(b - 1)), free of the seed-to-seed spread the arms share.
+def block_residual_std(table) -> tuple[float, int]:
+    """(residual standard deviation, its degrees of freedom) of a complete (blocks x arms) table:
+    ``e_ij = y_ij - mean_i. - mean_.j + mean_..``, ``sqrt(sum e^2 / ((a - 1)(b - 1)))``."""
+    y = np.asarray(table, dtype=float)
+    b, a = y.shape
+    dof = (a - 1) * (b - 1)
+    if dof < 1 or np.isnan(y).any():
+        return float("nan"), 0
+    resid = y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + y.mean()
+    return float(np.sqrt((resid**2).sum() / dof)), dof
+
+
+def blocked_difference_interval(x, y, sigma: float, dof: int, alpha: float = DEFAULT_ALPHA) -> Estimate:
+    """``mean(x_i - y_i)`` over blocks (x and y aligned by block) with
+    ``± t(1 - alpha/2, dof) sigma sqrt(2 / b)``, ``sigma`` the residual std of :func:`block_residual_std`."""
+    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    if d.size == 0 or np.isnan(d).any():
+        return Estimate(float("nan"), float("nan"), float("nan"))
+    diff = float(d.mean())
+    if dof < 1 or not np.isfinite(sigma):
+        return Estimate(diff, float("nan"), float("nan"))
+    half = float(scipy.stats.t.ppf(1 - alpha / 2, dof) * sigma * np.sqrt(2 / d.size))
+    return Estimate(diff, diff - half, diff + half)

@@ -9,13 +9,19 @@ same spread, and each strategy's own standard deviation is shown beside it):
 
 * the gain over the base model, ``mean ± t(0.975, nu) s / sqrt(n)``; the baseline *learned* when
   every seed's gain is positive and that interval excludes 0;
-* the difference to the baseline, ``± t(0.975, nu) s sqrt(1/n + 1/n_b)`` (no correction for
-  comparing three strategies with one baseline);
-* the minimum detectable difference: the smallest true difference that test detects with 80%
-  power, ``(t(0.975, nu) + t(0.8, nu)) s sqrt(1/n + 1/n_b)``;
+* the difference to the baseline. When every arm ran the same seeds (a seed fixes the LoRA
+  initialisation, the prompts and the noise every arm shares), the seed is a block: the mean of the
+  within-seed differences ``± t(0.975, nu_e) s_e sqrt(2/b)``, with ``s_e`` the residual std of the
+  two-way (seed x strategy) layout on ``nu_e = (a - 1)(b - 1)`` degrees of freedom
+  (:func:`stats.block_residual_std`). Otherwise the unpaired ``± t(0.975, nu) s sqrt(1/n + 1/n_b)``.
+  The ``analysis`` column says which; no correction for comparing several strategies with one baseline;
+* the minimum detectable difference: the smallest true difference that the same test detects with
+  80% power, solved on the noncentral t (:func:`stats.detectable_difference`);
 * reward queries to reach the baseline's final mean value (mean curves, interpolated between
   evaluations), with a percentile-bootstrap interval over seeds;
-* one sentence saying what that means.
+* one sentence saying what that means: at which budget; an arm that learned where the baseline did
+  not, with its difference; and a flag where a learned reward rose while the cell's ground truth
+  (``eval_gt_*``) did not, the first sign of reward hacking.
 
 Why t intervals: see :mod:`diffexp.reporting.stats`; the estimators are tested against scipy and
 by simulation (coverage, power) in ``tests/reporting/test_reporting_verdict.py``.
@@ -57,6 +63,12 @@ COLUMNS = [
     "diff_low",
     "diff_high",
     "mde",
+    "analysis",
+    "residual_std",
+    "gt_metric",
+    "gt_gain",
+    "gt_gain_low",
+    "gt_gain_high",
     "queries",
     "queries_low",
     "queries_high",
@@ -78,33 +90,80 @@ def learned(gains: np.ndarray, sigma: float, dof: int) -> bool:
     return bool(gains.size >= 2 and (gains > 0).all() and est.low > 0)
 
 
+BLOCKED, UNPAIRED = "blocked by seed", "unpaired"
+
+
+def learned_arm(row: dict) -> bool:
+    """An arm learned: every seed gained and its gain interval lies above 0."""
+    return bool(row["gain_low"] > 0 and row["seeds_gained"] == row["n_runs"] >= 2)
+
+
 def sentence(strategy: str, row: dict, digits: int) -> str:
     """The plain-language verdict of one row."""
     budget = f"{row['budget']:,.0f} queries"
     gain = fmt_ci(row["gain"], row["gain_low"], row["gain_high"], digits)
     if math.isnan(row["gain"]):
         return "no base-model evaluation (0 queries) was logged, so no gain can be measured"
+    flag = ground_truth_flag(row, digits)
     if strategy == BASELINE:
         if row["baseline_learned"]:
-            return f"the baseline learned: {_signed(gain)} over the base model at {budget}"
+            return f"the baseline learned: {_signed(gain)} over the base model at {budget}{flag}"
         why = "; not every seed gained" if row["gain_low"] > 0 else ""
         return f"the baseline did not learn at this budget ({_signed(gain)} over the base model at {budget}{why})"
-    if not row["baseline_learned"]:
-        return "the baseline did not learn at this budget; no comparison is possible"
     diff = fmt_ci(row["diff"], row["diff_low"], row["diff_high"], digits)
+    label = strategy_label(strategy)
+    if not row["baseline_learned"]:
+        if learned_arm(row):
+            return (
+                f"{label} learned where the baseline did not: {_signed(gain)} over the base model and "
+                f"{_signed(diff)} over the baseline at {budget}{flag}"
+            )
+        return f"neither the baseline nor {label} learned at {budget}; no comparison is possible"
     if row["diff_low"] > 0:
-        return f"{strategy_label(strategy)} higher than the baseline by {diff} at {budget}"
+        return f"{label} higher than the baseline by {diff} at {budget}{flag}"
     if row["diff_high"] < 0:
         lower = fmt_ci(-row["diff"], -row["diff_high"], -row["diff_low"], digits)
-        return f"{strategy_label(strategy)} lower than the baseline by {lower} at {budget}"
+        return f"{label} lower than the baseline by {lower} at {budget}"
     return (
-        f"no difference detected at {budget} ({_signed(diff)}; this many seeds detect a difference of "
+        f"no difference detected at {budget} ({_signed(diff)}; this design detects a difference of "
         f"{fmt(row['mde'], digits)} or more)"
+    )
+
+
+def ground_truth_flag(row: dict, digits: int) -> str:
+    """For an arm whose learned reward rose: a warning when the cell's ground truth did not."""
+    if not isinstance(row.get("gt_metric"), str) or not row["gain_low"] > 0 or row["gt_gain_low"] > 0:
+        return ""
+    from diffexp.reporting.labels import metric_label
+
+    gt = fmt_ci(row["gt_gain"], row["gt_gain_low"], row["gt_gain_high"], digits)
+    return (
+        f"; but its ground truth ({metric_label(row['gt_metric'])}) did not rise ({_signed(gt)}): "
+        "a learned reward rising alone is the first sign of reward hacking"
     )
 
 
 def _signed(text: str) -> str:
     return text if text.startswith("-") or text == "–" else "+" + text
+
+
+def seed_blocks(values: dict[str, tuple[np.ndarray, np.ndarray]], seeds: dict[str, list[str]]) -> list[str] | None:
+    """The seeds, in order, when every arm has a final value at exactly the same seeds (at least two,
+    each once): a randomised complete block design. Else None (the unpaired analysis)."""
+    sets = []
+    for strategy, (final, _) in values.items():
+        own = [seed for seed, v in zip(seeds[strategy], final) if not np.isnan(v)]
+        if len(set(own)) != len(own):
+            return None
+        sets.append(frozenset(own))
+    if len(sets) < 2 or len(set(sets)) != 1 or len(sets[0]) < 2:
+        return None
+    return sorted(sets[0], key=lambda s: (pd.to_numeric(s, errors="coerce"), s))
+
+
+def by_seed(final: np.ndarray, seeds: list[str], order: list[str]) -> np.ndarray:
+    lookup = {seed: v for seed, v in zip(seeds, final) if not np.isnan(v)}
+    return np.array([lookup[seed] for seed in order], dtype=float)
 
 
 def verdict_table(
@@ -113,15 +172,24 @@ def verdict_table(
     """One row per cell x strategy (baseline first): the verdict's numbers and sentence."""
     rows = []
     efficiency = efficiency_table(metrics, metric, reps=reps, seed=seed).set_index(["algorithm", "task", "strategy"])
+    truths = ground_truths(metrics)
     for (algorithm, task), by_strategy in panel_curves(metrics, metric).items():
         budget = min(c.steps.max() for curves in by_strategy.values() for c in curves)
         values = {s: run_values(curves, budget) for s, curves in by_strategy.items()}
+        seeds = {s: [c.seed for c in curves] for s, curves in by_strategy.items()}
         finals = {s: v[0] for s, v in values.items()}
         seed_std, dof = stats.pooled_std(finals.values())
+        blocks = seed_blocks(values, seeds) if BASELINE in values else None
+        if blocks is not None:
+            table = np.column_stack([by_seed(finals[s], seeds[s], blocks) for s in values])
+            resid_std, resid_dof = stats.block_residual_std(table)
+        else:
+            resid_std, resid_dof = float("nan"), 0
         base_gains = values[BASELINE][0] - values[BASELINE][1] if BASELINE in values else np.array([np.nan])
         base_learned = learned(base_gains, seed_std, dof)
         digits = decimals([np.nanmean(v) for v in finals.values()] + [seed_std])
         digits = max(digits, 2)
+        gt = truths.get((algorithm, task), {})
         for strategy, (final, base) in values.items():
             gains = final - base
             est_final, est_gain = (
@@ -130,14 +198,25 @@ def verdict_table(
             )
             if strategy == BASELINE or BASELINE not in finals:
                 diff = stats.Estimate(float("nan"), float("nan"), float("nan"))
-                mde = float("nan")
+                mde, analysis = float("nan"), ""
+            elif blocks is not None:
+                diff = stats.blocked_difference_interval(
+                    by_seed(final, seeds[strategy], blocks),
+                    by_seed(finals[BASELINE], seeds[BASELINE], blocks),
+                    resid_std,
+                    resid_dof,
+                )
+                mde = stats.detectable_difference(resid_std * np.sqrt(2 / len(blocks)), resid_dof)
+                analysis = BLOCKED
             else:
                 diff = stats.pooled_difference_interval(final, finals[BASELINE], seed_std, dof)
                 mde = stats.minimum_detectable_difference(
                     seed_std, int((~np.isnan(final)).sum()), int((~np.isnan(finals[BASELINE])).sum()), dof
                 )
+                analysis = UNPAIRED
             key = (algorithm, task, strategy)
             eff = efficiency.loc[key] if key in efficiency.index else None
+            truth = gt.get(strategy)
             row = {
                 "algorithm": algorithm,
                 "task": task,
@@ -162,6 +241,12 @@ def verdict_table(
                 "diff_low": diff.low,
                 "diff_high": diff.high,
                 "mde": mde,
+                "analysis": analysis,
+                "residual_std": resid_std,
+                "gt_metric": None if truth is None else truth["metric"],
+                "gt_gain": float("nan") if truth is None else truth["gain"],
+                "gt_gain_low": float("nan") if truth is None else truth["gain_low"],
+                "gt_gain_high": float("nan") if truth is None else truth["gain_high"],
                 "queries": float("nan") if eff is None else float(eff["queries"]),
                 "queries_low": float("nan") if eff is None else float(eff["ci_low"]),
                 "queries_high": float("nan") if eff is None else float(eff["ci_high"]),
@@ -169,6 +254,17 @@ def verdict_table(
             row["verdict"] = sentence(strategy, row, digits)
             rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def ground_truths(metrics: pd.DataFrame) -> dict[tuple[str, str], dict[str, dict]]:
+    """{(algorithm, task): {strategy: the first ground truth's outcome row}} at the verdict's budget."""
+    names = sorted(m for m in set(metrics["metric"]) if m.startswith("eval_gt_"))
+    if not names:
+        return {}
+    out: dict[tuple[str, str], dict[str, dict]] = {}
+    for _, r in outcome_table(metrics, names[:1]).iterrows():
+        out.setdefault((r["algorithm"], r["task"]), {})[r["strategy"]] = r.to_dict()
+    return out
 
 
 def cell_sentences(verdict: pd.DataFrame) -> list[str]:
@@ -181,17 +277,22 @@ def cell_sentences(verdict: pd.DataFrame) -> list[str]:
             out.append(head + "no baseline runs, so no comparison.")
             continue
         b = base.iloc[0]
-        if not b["baseline_learned"]:
-            out.append(head + b["verdict"] + "; no comparison is possible.")
-            continue
         arms = cell[cell["strategy"] != BASELINE]
+        if not b["baseline_learned"]:
+            learners = [r["verdict"] for _, r in arms.iterrows() if learned_arm(r.to_dict())]
+            tail = "; ".join(learners) if learners else "no strategy learned either; no comparison is possible"
+            out.append(head + b["verdict"] + "; " + tail + ".")
+            continue
         detected = [r["verdict"] for _, r in arms.iterrows() if not r["verdict"].startswith("no difference")]
         if detected:
             out.append(head + b["verdict"] + "; " + "; ".join(detected) + ".")
         else:
             mde = arms["mde"].dropna()
             digits = max(2, decimals(list(arms["final"]) + list(mde)))
-            limit = f" (differences of {fmt(mde.max(), digits)} or more would be detected)" if not mde.empty else ""
+            how = f"{arms['analysis'].iloc[0]}: " if not arms.empty and arms["analysis"].iloc[0] else ""
+            limit = (
+                f" ({how}differences of {fmt(mde.max(), digits)} or more would be detected)" if not mde.empty else ""
+            )
             out.append(head + b["verdict"] + f"; no strategy differs detectably from it{limit}.")
     return out
 
@@ -216,6 +317,7 @@ def display_table(verdict: pd.DataFrame) -> pd.DataFrame:
                     if r["strategy"] == BASELINE
                     else _signed(fmt_ci(r["diff"], r["diff_low"], r["diff_high"], digits)),
                     "Detectable Δ": "–" if r["strategy"] == BASELINE else fmt(r["mde"], digits),
+                    "Analysis": "–" if r["strategy"] == BASELINE else r["analysis"],
                     "Queries to baseline's final": fmt_ci(r["queries"], r["queries_low"], r["queries_high"], 0)
                     if r["baseline_learned"]
                     else "–",

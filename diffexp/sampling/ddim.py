@@ -172,7 +172,8 @@ def ddim_step_distribution(
     variance = (1 - alpha_prod_t_prev) / beta_prod_t * (1 - alpha_prod_t / alpha_prod_t_prev)
     eta_factor = float(eta_host[0]) if bool((eta_host == eta_host[0]).all()) else _broadcast(per_sample_eta, sample)
     std_dev_t = eta_factor * variance**0.5
-    direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** 0.5 * pred_epsilon
+    # 0 in exact arithmetic at a zero-terminal-SNR schedule's first step (eta 1), -1e-16 after rounding
+    direction = (1 - alpha_prod_t_prev - std_dev_t**2).clamp(min=0) ** 0.5 * pred_epsilon
     prev_mean = alpha_prod_t_prev**0.5 * pred_original + direction
 
     if prev_sample is None:

@@ -158,6 +158,14 @@ class FlowTrajectorySampler(TrajectorySampler):
         )
         return FlowStep(step.prev_sample, self._nan_if_deterministic(step.log_prob, noise_levels), step.mean, step.std)
 
+    def kl_std(self, steps: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """The scale of Flow-GRPO's KL term at ``steps``: the SDE's ``std_dev_t = s sqrt(sigma / (1 - sigma))``,
+        the step's std without its ``sqrt(sigma - sigma_next)`` (``train_sd3.py`` divides the squared mean
+        difference by ``2 std_dev_t^2``)."""
+        host = torch.as_tensor(steps).cpu().reshape(-1)
+        d_sigma = (self.sigmas[host] - self.sigmas[host + 1]).to(device=std.device, dtype=std.dtype)
+        return std / d_sigma.sqrt()
+
     @staticmethod
     def _nan_if_deterministic(log_prob: torch.Tensor, noise_levels: torch.Tensor) -> torch.Tensor:
         """As the DDIM sampler: a step without noise has no density (its log-prob is NaN)."""

@@ -320,6 +320,11 @@ class TrajectorySampler:
         noise = self.noise_pred(latents, timesteps, traj.cond, traj.uncond, scales, traj.add_time_ids)
         return self.distribution(noise, steps, latents, etas, next_latents)
 
+    def kl_std(self, steps: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """The scale of GRPO's KL term: on DDIM the step's own std (Flow-GRPO's form, the squared mean
+        difference over ``2 std^2``, is then the exact Gaussian KL; a flow sampler drops the step size)."""
+        return std
+
     def distribution(self, model_output, steps, latents, noise_levels, next_latents) -> DDIMStep:
         """The Gaussian of the steps ``steps`` (one per sample) from ``latents``, scoring ``next_latents``."""
         timesteps = self.scheduler.timesteps.to(steps.device)[steps]

@@ -171,7 +171,7 @@ def test_samples_per_prompt_draws_groups_of_one_prompt(tmp_path):
 
     prompts = [f"a shape number {i}" for i in range(6)]
     module = build_module(config(tmp_path, **{"prompts.prompts": prompts, "sample.samples_per_prompt": 2}))
-    module.sample_generator.manual_seed(0)
+    module.streams.seed(0)
     draws = [module.draw_prompts(4) for _ in range(30)]
     assert all(d[0] == d[1] and d[2] == d[3] for d in draws)  # consecutive pairs share a prompt
     assert {str(d[0]) for d in draws} | {str(d[2]) for d in draws} == {str(p) for p in module.train_prompts}

@@ -228,3 +228,22 @@ def test_ddp_processes_on_cpu_share_the_cores(monkeypatch):
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_restart_that_cannot_start_deletes_nothing(tmp_path, capsys, monkeypatch):
+    """`--restart` with a reward typo is refused when the config is built; one whose model fails to
+    build leaves the old run as it was too (the deletion comes after the new run is built)."""
+    from diffexp.algorithms import runner
+    from diffexp.cli import main
+
+    run(config(tmp_path, **{"run.num_epochs": 1}))
+    folder = tmp_path / "r"
+    files = {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "train.lock"}
+    settings = [f"{k}={json.dumps(v)}" for k, v in _flat(BASE).items()]
+    args = ["train", "--restart", *settings, f"run.output_dir={tmp_path}", "run.name=r", "run.num_epochs=1"]
+    assert main([*args, "reward.name=embedded_aesthetc"]) == 2
+    assert "unknown reward 'embedded_aesthetc'" in capsys.readouterr().err
+    monkeypatch.setattr(runner, "build_module", lambda config: (_ for _ in ()).throw(OSError("weights missing")))
+    with pytest.raises(OSError, match="weights missing"):
+        run(config(tmp_path, **{"run.num_epochs": 1}), resume=False)
+    assert {p: p.read_bytes() for p in files} == files

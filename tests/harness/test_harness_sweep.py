@@ -4,6 +4,7 @@ mid-trial, and a TPE search with pruning. Acceptance tests of the sweep harness 
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -86,6 +87,14 @@ def grid_with_workers(tmp_path, capfd, storage=None, workers=4):
     assert len(ran) >= 2, out[-3000:]  # the workers shared the grid (which ones got a cell is a race)
     assert f"study {ctx.study.name}: done 4/4, running 0, failed 0, remaining 0" in out
     assert "best trial #" in out
+    # the console: a few study lines and one line per finished run; each run's own output in its log
+    lines = [line for line in out.splitlines() if line.strip()]
+    finished = [line for line in lines if ": COMPLETE value" in line]
+    assert len(finished) == 4 and len(lines) <= 4 + 8, lines
+    assert "Loading" not in out and "Tip" not in out and "epoch 1/2" not in out
+    for cell in ctx.study.cells():
+        log = (ctx.run_dir / "trials" / cell.key / "train.log").read_text()
+        assert f"{cell.key}: start (" in log and "epoch 2/2" in log
     try:
         assert_every_cell_exactly_once(ctx, epochs=2)
     except AssertionError:
@@ -117,6 +126,27 @@ def test_grid_four_workers_sqlite(tmp_path, capfd):
 def test_grid_four_workers_postgres(tmp_path, capfd):
     ctx = grid_with_workers(tmp_path, capfd, storage=POSTGRES_URL)
     assert ctx.storage.url.startswith("postgresql")
+
+
+def test_two_launchers_on_a_new_study_both_exit_0(tmp_path):
+    """Both set the study up at once (Optuna's and MLflow's schemas on new SQLite files) and run
+    both exit 0 and every cell is queued (a cell queued twice is closed as a duplicate when claimed)."""
+    path = study_file(tmp_path)
+    command = [sys.executable, "-m", "diffexp", "sweep", str(path), "--run-dir", str(tmp_path / "run"), "--status"]
+    setup = [sys.executable, "-c", SETUP_ONLY, str(path), str(tmp_path / "run")]
+    procs = [subprocess.Popen(setup, env=_subprocess_env(), stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in results), results
+    assert subprocess.run(command, env=_subprocess_env(), capture_output=True).returncode in (0, 1)
+    ctx = resolve_context(path, tmp_path / "run")
+    assert set(group_trials(load(ctx).trials)) == {c.key for c in ctx.study.cells()}
+
+
+SETUP_ONLY = """
+import sys
+from diffexp.harness.worker import resolve_context, setup_study
+setup_study(resolve_context(sys.argv[1], sys.argv[2]))
+"""
 
 
 @pytest.mark.slow
@@ -169,10 +199,14 @@ def test_worker_killed_mid_trial(tmp_path):
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].user_attrs[KEY_ATTR] == killed.user_attrs[KEY_ATTR] and retries[0].params == killed.params
     survivor_log = next(
-        log for i, log in enumerate(tmp_path.glob("w*.log")) if f"retry of #{killed.number}" in log.read_text()
+        log
+        for log in tmp_path.glob("w*.log")
+        if f"trial #{killed.number} {killed.user_attrs[KEY_ATTR]}: no heartbeat" in log.read_text()
     )
-    text = survivor_log.read_text()
-    assert f"trial #{killed.number} {killed.user_attrs[KEY_ATTR]}: no heartbeat for 15s" in text
+    assert "no heartbeat for 15s" in survivor_log.read_text()
+    # the trial's own lines (its start, the retry, the resume) are in its log, not the worker's
+    text = (ctx.run_dir / "trials" / killed.user_attrs[KEY_ATTR] / "train.log").read_text()
+    assert f"retry of #{killed.number}" in text
     if killed.number == victim.number:  # it had a checkpoint: the retry resumed from it
         assert (
             retries[0]
