@@ -121,3 +121,97 @@ def test_the_embedded_studies_objectives_are_logged_metrics():
 
     for path in [ROOT / "experiments" / "ablations" / "embedded_ablation.yaml"]:
         load_study(path).check_objective()
+
+
+def test_an_over_long_prompt_is_said_in_one_short_line(tmp_path, capfd):
+    """The notice names the token count; neither transformers' nor diffusers' repeats the text."""
+    long = " ".join(["a red circle above a blue square"] * 60)
+    with pytest.warns(UserWarning, match="prompt of 422 tokens is cut"):
+        assert main(["sample", "--pipeline", "tiny-sd15", "--prompt", long, "--steps", "1", "--per-prompt", "1",
+                     "--out", str(tmp_path / "x.png")]) == 0  # fmt: skip
+    err = capfd.readouterr().err
+    assert "following part of your input was truncated" not in err and "Token indices" not in err
+    assert len(err) < 2000
+
+
+# -- config and run-directory files ------------------------------------------------------------------
+TRAIN = ["model.pretrained=tiny-sd15", "sample.num_steps=2", "sample.batch_size=2", "sample.num_batches_per_epoch=1",
+         "train.batch_size=2", "train.gradient_accumulation_steps=1", "prompts.set=list", "prompts.prompts=[a cat]",
+         "prompts.eval_options={}", "reward.name=brightness", "run.num_epochs=1", "run.eval_num_prompts=1",
+         "run.threads=1", "run.loggers=[csv]"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\xff\xfe run: {}", "is not UTF-8 text"), (b"", "is empty"), (b"# only a comment\n", "is empty")],
+)
+def test_an_unreadable_or_empty_config_file_is_named(tmp_path, capsys, content, message):
+    config = tmp_path / "c.yaml"
+    config.write_bytes(content)
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err and message in err
+
+
+def test_bad_tracking_uris_are_one_line_errors(tmp_path, capsys):
+    assert main(["train", *TRAIN, f"run.output_dir={tmp_path}", "run.mlflow_tracking_uri=bogus://x"]) == 2
+    err = capsys.readouterr().err
+    assert "no tracking store for the scheme 'bogus'" in err and len(err.strip().splitlines()) <= 3
+    assert not (tmp_path / "run").exists()
+    study = ROOT / "experiments" / "ablations" / "tiny_grid.yaml"
+    assert main(["sweep", str(study), "--run-dir", str(tmp_path / "s"), "--tracking-uri", "bogus://x"]) == 2
+    assert "--tracking-uri 'bogus://x'" in capsys.readouterr().err
+
+
+def test_a_study_path_that_is_a_directory_is_a_one_line_error(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_full_disk_at_a_checkpoint_is_a_sentence_and_leaves_no_tmp(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import lightning as L
+
+    assert main(["train", *TRAIN, f"run.output_dir={tmp_path}"]) == 0
+    folder = tmp_path / "run" / "checkpoints"
+    before = (folder / "last.ckpt").read_bytes()
+
+    def full(self, path, weights_only=False, storage_options=None):
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", full)
+    assert main(["train", *TRAIN, f"run.output_dir={tmp_path}", "run.num_epochs=2"]) == 1
+    err = capsys.readouterr().err
+    assert "could not write the checkpoint" in err and "No space left on device" in err
+    assert "Traceback" not in err
+    assert (folder / "last.ckpt").read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+
+
+def test_what_a_start_or_resume_leaves_behind_is_said(tmp_path, capsys):
+    assert main(["train", *TRAIN, f"run.output_dir={tmp_path}"]) == 0
+    run = tmp_path / "run"
+    (run / "csv" / "metrics.csv").unlink()
+    assert main(["train", *TRAIN, f"run.output_dir={tmp_path}", "run.num_epochs=2"]) == 0
+    assert "resuming without" in capsys.readouterr().err
+    (run / "checkpoints" / "last.ckpt").unlink()
+    assert main(["train", *TRAIN, f"run.output_dir={tmp_path}", "run.num_epochs=2"]) == 0
+    assert "holds the logs of an earlier attempt but no checkpoint" in capsys.readouterr().err
+
+
+def test_a_garbled_metrics_table_is_named(tmp_path, capsys):
+    assert main(["train", *TRAIN, f"run.output_dir={tmp_path}"]) == 0
+    table = tmp_path / "run" / "csv" / "metrics.csv"
+    table.write_bytes(b"step,reward\nnot a number,1\n")
+    assert main(["train", *TRAIN, f"run.output_dir={tmp_path}", "run.num_epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert str(table) in err and "not a metrics table this run wrote" in err
+
+
+def test_a_report_on_an_empty_store_creates_nothing(tmp_path, capsys):
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "is empty: not an MLflow store" in capsys.readouterr().err
+    assert (tmp_path / "mlflow.db").stat().st_size == 0

@@ -40,6 +40,13 @@ def add_embedded_command(sub: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--pipeline", default=None, help="generator folder (default: the shipped one)")
     evaluate.add_argument("--per-prompt", type=int, default=4)
+    evaluate.add_argument("--steps", type=int, default=20, help="DDIM steps of every sample (the model card's: 20)")
+    evaluate.add_argument(
+        "--only",
+        nargs="*",
+        choices=MEASUREMENTS,
+        help="just these measurements (default: all of them)",
+    )
     evaluate.add_argument("--out", type=Path, help="write the figures as JSON here")
     evaluate.set_defaults(func=_evaluate)
 
@@ -60,33 +67,36 @@ def _train(args) -> int:
     return 0
 
 
-def _evaluate(args) -> int:
-    import torch
+MEASUREMENTS = ("prompt_following", "cfg_premise", "phrase_premise", "alignment_reward", "aesthetic_reward")
 
-    from diffexp.embedded import measurements as evaluation
+
+def _evaluate(args) -> int:
+    from diffexp.embedded import measurements
     from diffexp.embedded.pipeline import load_world_pipeline
     from diffexp.embedded.rewards import WorldAestheticReward, WorldAlignmentReward
 
-    if args.per_prompt < 1:
-        raise ValueError(f"--per-prompt must be at least 1, got {args.per_prompt}")
+    for name in ("per_prompt", "steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    wanted = args.only or MEASUREMENTS
     pipe = load_world_pipeline(path=args.pipeline)
+    n, steps = args.per_prompt, args.steps
+    run = {
+        "prompt_following": lambda: measurements.prompt_following(pipe, per_prompt=n, steps=steps),
+        "cfg_premise": lambda: measurements.cfg_premise(pipe, per_prompt=n, steps=steps),
+        # presence changes by a few points under phrase weights: 4x the samples (2 noise seeds), paired
+        "phrase_premise": lambda: measurements.phrase_premise(pipe, per_prompt=2 * n, steps=steps),
+        "alignment_reward": lambda: measurements.alignment_vs_ground_truth(
+            pipe, WorldAlignmentReward(), per_prompt=n, steps=steps
+        ),
+        "aesthetic_reward": lambda: measurements.aesthetic_fit(WorldAestheticReward()),
+    }
     figures: dict = {}
-    figures["prompt_following"] = evaluation.prompt_following(pipe, per_prompt=args.per_prompt)
-    print(json.dumps(figures["prompt_following"], indent=2))
-    figures["cfg_premise"] = evaluation.cfg_premise(pipe, per_prompt=args.per_prompt)
-    print(json.dumps(figures["cfg_premise"], indent=2))
-    # Presence changes by a few points under phrase weights: 4x the samples (2 noise seeds), paired.
-    figures["phrase_premise"] = evaluation.phrase_premise(pipe, per_prompt=2 * args.per_prompt)
-    print(json.dumps(figures["phrase_premise"], indent=2))
-    figures["alignment_reward"] = evaluation.alignment_vs_ground_truth(
-        pipe, WorldAlignmentReward(), per_prompt=args.per_prompt
-    )
-    print(json.dumps(figures["alignment_reward"], indent=2))
-    figures["aesthetic_reward"] = evaluation.aesthetic_fit(WorldAestheticReward())
-    print(json.dumps(figures["aesthetic_reward"], indent=2))
+    for name in wanted:
+        figures[name] = run[name]()
+        print(json.dumps({name: figures[name]}, indent=2))
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2))
-    del torch
     return 0
 
 

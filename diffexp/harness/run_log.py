@@ -18,8 +18,12 @@ LOG_NAME = "train.log"
 
 
 def console():
-    """A line-buffered stream on the current standard output that later redirections do not move."""
-    return os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    """A line-buffered stream on the current standard output that later redirections do not move
+    (standard output itself when it is no file, e.g. captured by a test)."""
+    try:
+        return os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return sys.stdout
 
 
 @contextlib.contextmanager

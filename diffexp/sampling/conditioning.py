@@ -10,6 +10,7 @@ pools). Weights act on the token embeddings only: pooled embeddings are always t
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -191,7 +192,7 @@ class PromptEncoder:
             if text in self._length_checked or len(text) < limit:  # a token has at least one character
                 continue
             self._length_checked.add(text)
-            count = len(tokenizer(plain_text(text), truncation=False).input_ids)
+            count = len(tokenizer(plain_text(text), truncation=False, verbose=False).input_ids)
             if count > limit:
                 warnings.warn(
                     f"prompt of {count} tokens is cut to the text encoder's {limit} (begins {text[:60]!r})",
@@ -205,7 +206,8 @@ class PromptEncoder:
         order = [i for i, w in enumerate(weighted) if not w] + [i for i, w in enumerate(weighted) if w]
         parts = []
         if not all(weighted):
-            parts.append(self._encode_plain([plain_text(t) for t, w in zip(texts, weighted) if not w]))
+            with _quiet_diffusers():  # its truncation notice repeats the cut text whole; warn_if_truncated says it once
+                parts.append(self._encode_plain([plain_text(t) for t, w in zip(texts, weighted) if not w]))
         if any(weighted):
             parts.append(self._encode_weighted([t for t, w in zip(texts, weighted) if w]))
         merged = Conditioning.cat(parts)
@@ -256,3 +258,15 @@ class PromptEncoder:
             text_encoder_projection_dim=self.pipe.text_encoder_2.config.projection_dim,
         )
         return ids.to(self.device).repeat(batch_size, 1)
+
+
+@contextlib.contextmanager
+def _quiet_diffusers():
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)

@@ -87,3 +87,19 @@ def test_export_refuses_what_would_load_nothing(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(export, "save_lora", renamed_keys)
     with pytest.raises(ExportError, match="loads no adapter|does not match"):
         export_run(run_dir, tmp_path / "broken")
+
+
+def test_the_readmes_plain_diffusers_recipe_runs_as_written_on_cpu(trained, tmp_path, monkeypatch):
+    """The README's python block, with BASE the embedded world's folder (fp16 weights: on CPU it
+    needs the float32 it asks for) and the export in ./exported."""
+    import re
+    from pathlib import Path
+
+    run_dir, own = trained
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "exported")]) == 0
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "load_lora_weights" in b)
+    monkeypatch.chdir(tmp_path)
+    scope = {"StableDiffusionPipeline": StableDiffusionPipeline, "torch": torch, "BASE": str(PIPELINE_DIR)}
+    exec(block, scope)  # noqa: S102 - the project's own README
+    assert (draw(scope["pipe"]) - own).abs().max() <= 1e-5
