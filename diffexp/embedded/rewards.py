@@ -69,7 +69,7 @@ def _missing(path: Path, what: str) -> FileNotFoundError:
     )
 
 
-@register_reward("embedded_alignment")
+@register_reward("embedded_alignment", ground_truth="eval_gt_accuracy")
 class WorldAlignmentReward(Reward):
     """PickScore-style prompt-image alignment for the embedded world."""
 
@@ -113,7 +113,7 @@ def _features(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-@register_reward("embedded_aesthetic")
+@register_reward("embedded_aesthetic", ground_truth="eval_gt_aesthetic")
 class WorldAestheticReward(Reward):
     """LAION-aesthetic-style score (about 0-10) for the embedded world."""
 

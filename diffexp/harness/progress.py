@@ -61,6 +61,8 @@ class Progress:
     #: the keys of the running trials, and the mean wall time of the finished ones (seconds)
     running_keys: tuple[str, ...] = ()
     seconds_per_run: float | None = None
+    #: workers seen at work lately (running a trial, or finishing one within a mean run's time)
+    workers: int = 1
 
     @property
     def remaining(self) -> int:
@@ -76,7 +78,7 @@ class Progress:
         many in parallel as run now."""
         if self.seconds_per_run is None or self.finished:
             return None if not self.finished else 0.0
-        parallel = max(1, self.running)
+        parallel = max(1, self.running, self.workers)
         return self.seconds_per_run * (self.remaining + 0.5 * self.running) / parallel
 
     def line(self) -> str:
@@ -122,7 +124,25 @@ def study_progress(study, total: int, keys: list[str] | None = None) -> Progress
             p.failed += 1
     p.running_keys = tuple(sorted(running))
     p.seconds_per_run = sum(durations) / len(durations) if durations else None
+    p.workers = recent_workers(groups, p.seconds_per_run)
     return p
+
+
+def recent_workers(groups: dict[str, list], window: float | None) -> int:
+    """How many workers ran a trial lately: running now, or finished within ``window`` seconds of the
+    latest finish (the ETA's parallelism: at the moment one finishes, the others still run)."""
+    trials = [t for ts in groups.values() for t in ts]
+    done = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    names = {t.user_attrs.get("diffexp:worker") for t in trials if t.state.name == "RUNNING"}
+    if done and window:
+        latest = max(done)
+        names |= {
+            t.user_attrs.get("diffexp:worker")
+            for t in trials
+            if t.datetime_complete is not None and (latest - t.datetime_complete).total_seconds() <= window
+        }
+    names.discard(None)
+    return max(1, len(names))
 
 
 def status_table(study, keys: list[str] | None = None) -> str:

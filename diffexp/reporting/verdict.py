@@ -257,13 +257,25 @@ def verdict_table(
 
 
 def ground_truths(metrics: pd.DataFrame) -> dict[tuple[str, str], dict[str, dict]]:
-    """{(algorithm, task): {strategy: the first ground truth's outcome row}} at the verdict's budget."""
+    """{(algorithm, task): {strategy: the cell's ground-truth outcome row}} at the verdict's budget.
+    A cell's ground truth is the metric its reward declares (``register_reward(ground_truth=...)``);
+    for a reward that declares none, the only ``eval_gt_*`` metric its runs logged, if just one."""
+    from diffexp.rewards import ground_truth_metric
+
     names = sorted(m for m in set(metrics["metric"]) if m.startswith("eval_gt_"))
     if not names:
         return {}
+    wanted: dict[tuple[str, str], str] = {}
+    for (algorithm, task, reward), cell in metrics.groupby(["algorithm", "task", "reward"]):
+        logged = sorted(m for m in set(cell["metric"]) if m.startswith("eval_gt_"))
+        declared = ground_truth_metric(str(reward))
+        choice = declared if declared in logged else (logged[0] if declared is None and len(logged) == 1 else None)
+        if choice is not None:
+            wanted[(algorithm, task)] = choice
     out: dict[tuple[str, str], dict[str, dict]] = {}
-    for _, r in outcome_table(metrics, names[:1]).iterrows():
-        out.setdefault((r["algorithm"], r["task"]), {})[r["strategy"]] = r.to_dict()
+    for _, r in outcome_table(metrics, sorted(set(wanted.values()))).iterrows():
+        if wanted.get((r["algorithm"], r["task"])) == r["metric"]:
+            out.setdefault((r["algorithm"], r["task"]), {})[r["strategy"]] = r.to_dict()
     return out
 
 

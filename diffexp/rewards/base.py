@@ -66,18 +66,30 @@ class WeightedSum(Reward):
 
 
 REWARDS: dict[str, Callable[..., Reward]] = {}
+#: reward name -> the held-out metric of what it stands for (a world's ground truth), where one exists
+GROUND_TRUTHS: dict[str, str] = {}
 
 
-def register_reward(name: str):
-    """Decorator registering a reward factory (a class or function returning a :class:`Reward`)."""
+def register_reward(name: str, ground_truth: str | None = None):
+    """Decorator registering a reward factory (a class or function returning a :class:`Reward`);
+    ``ground_truth`` names the held-out metric that measures what the reward is a proxy for (the
+    report flags a reward that rises while it does not)."""
 
     def decorate(factory):
         if name in REWARDS:
             raise ValueError(f"reward {name!r} is already registered")
         REWARDS[name] = factory
+        if ground_truth is not None:
+            GROUND_TRUTHS[name] = ground_truth
         return factory
 
     return decorate
+
+
+def ground_truth_metric(name: str) -> str | None:
+    """The ground-truth metric a registered reward declared, if any."""
+    load_plugins()
+    return GROUND_TRUTHS.get(name)
 
 
 def reward_names() -> list[str]:

@@ -298,3 +298,32 @@ def test_sweep_command_takes_threads_per_worker():
     add_sweep_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sweep", "s.yaml", "--workers", "2", "--threads-per-worker", "3"])
     assert args.workers == 2 and args.threads_per_worker == 3
+
+
+def test_the_eta_counts_the_workers_at_work():
+    """Two workers, runs of 100 s: as one finishes (the other still running), 4 runs remain:
+    about (4 + 0.5) x 100 / 2 s, not twice that."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from diffexp.harness.progress import Progress, recent_workers
+
+    now = dt.datetime(2026, 1, 1, 12)
+
+    def trial(state, worker, start=None, end=None):
+        return SimpleNamespace(
+            state=SimpleNamespace(name=state),
+            user_attrs={"diffexp:worker": worker},
+            datetime_start=start,
+            datetime_complete=end,
+        )
+
+    groups = {
+        "a": [trial("COMPLETE", "w0", now - dt.timedelta(seconds=200), now - dt.timedelta(seconds=100))],
+        "b": [trial("COMPLETE", "w1", now - dt.timedelta(seconds=150), now - dt.timedelta(seconds=50))],
+        "c": [trial("COMPLETE", "w0", now - dt.timedelta(seconds=100), now)],
+    }
+    assert recent_workers(groups, 100.0) == 2
+    p = Progress(total=8, done=3, running=1, seconds_per_run=100.0, workers=2)
+    assert p.eta_seconds() == pytest.approx((4 + 0.5) * 100 / 2)
+    assert "about 4 min left" in p.line()

@@ -330,3 +330,18 @@ def test_a_run_without_a_base_model_evaluation_gets_no_gain():
     verdict = verdict_table(study_from_frames(pd.DataFrame(rows)).metrics, reps=100)
     assert verdict["gain"].isna().all()
     assert verdict.iloc[0]["verdict"].startswith("no base-model evaluation")
+
+
+def test_the_flag_reads_the_ground_truth_the_reward_declares():
+    """The embedded aesthetic reward declares eval_gt_aesthetic: a flat prompt-following ground
+    truth beside a rising aesthetic one is no sign of hacking; for the alignment reward it is."""
+
+    def study(reward):
+        rows = _runs(("ddpo", reward), {"baseline": 0.5}, truth_follows=0.0)  # eval_gt_accuracy flat
+        rows += [{**r, "metric": "eval_gt_aesthetic"} for r in rows if r["metric"] == "eval_reward_mean"]
+        return verdict_table(study_from_frames(pd.DataFrame(rows)).metrics, reps=100).iloc[0]
+
+    aesthetic = study("embedded_aesthetic")
+    assert aesthetic["gt_metric"] == "eval_gt_aesthetic" and "reward hacking" not in aesthetic["verdict"]
+    alignment = study("embedded_alignment")
+    assert alignment["gt_metric"] == "eval_gt_accuracy" and "reward hacking" in alignment["verdict"]
