@@ -12,8 +12,8 @@ from diffexp.rewards.base import (
     Reward,
     WeightedSum,
     build_reward,
-    ground_truth_metric,
     build_weighted_sum,
+    ground_truth_metric,
     register_reward,
     reward_names,
 )
