@@ -44,6 +44,8 @@ def test_embedded_evaluate_train_and_ship(tmp_path, monkeypatch, capsys):
     assert (work / "vae" / "DONE").is_file()
     assert main(["embedded", "train", "--work-dir", str(work), "--vae-steps", "0"]) == 2
     assert "--vae-steps must be at least 1" in capsys.readouterr().err
+    assert main(["embedded", "train", "--work-dir", str(work), "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
     import diffexp.embedded.cli as embedded_cli
 
     monkeypatch.setattr(embedded_cli, "WEIGHTS_DIR", tmp_path / "weights")  # never the shipped weights

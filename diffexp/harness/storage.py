@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import inspect
 import warnings
 from collections.abc import Callable
@@ -189,6 +191,19 @@ def claim_locked_rdb_storage(lock_path: Path):
     return ClaimLockedRDBStorage
 
 
+@contextlib.contextmanager
+def schema_lock(database: Path):
+    """An OS lock beside a SQLite file while a process opens it: Optuna's and MLflow's schema
+    creation are not safe against a second process doing the same ('table ... already exists')."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".schema-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def open_storage(spec: StorageSpec, heartbeat_interval: int, grace_period: int, stale_callback: Callable | None = None):
     """The Optuna storage object, with heartbeats (RDB) and the stale-trial retry callback."""
     import optuna
@@ -211,8 +226,9 @@ def open_storage(spec: StorageSpec, heartbeat_interval: int, grace_period: int, 
         storage_class = claim_locked_rdb_storage(spec.path.with_name(spec.path.name + ".claim.lock"))
     else:
         engine_kwargs["pool_pre_ping"] = True
+    lock = schema_lock(spec.path) if spec.path is not None else contextlib.nullcontext()
     try:
-        with warnings.catch_warnings():
+        with lock, warnings.catch_warnings():  # a new SQLite file: one process at a time creates its tables
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return storage_class(spec.url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as err:  # connection refused, bad credentials, ...

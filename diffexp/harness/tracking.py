@@ -12,12 +12,12 @@ per trial key whatever happened.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 from pathlib import Path
 from typing import Any
 
 from diffexp.algorithms.mlflow_run import default_tracking_uri, log_run_record
+from diffexp.harness.storage import schema_lock
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
@@ -33,19 +33,12 @@ def _is_local(uri: str) -> bool:
 
 @contextlib.contextmanager
 def _schema_lock(uri: str):
-    """An OS lock beside a SQLite store while a process opens it (MLflow's schema creation is not
-    safe against a second process doing the same: 'table ... already exists')."""
+    """:func:`schema_lock` for a SQLite tracking store; nothing for a server."""
     if not uri.startswith("sqlite:///"):
         yield
         return
-    db = Path(uri.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".schema-lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with schema_lock(Path(uri.removeprefix("sqlite:///"))):
+        yield
 
 
 class Tracker:
