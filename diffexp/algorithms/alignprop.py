@@ -148,8 +148,9 @@ class AlignProp(RewardFinetuningModule):
     def generate(self, round_index: int) -> GradientBatch:
         s, t = self.config.sample, self.config.train
         plan = self.strategy.plan(self.draw_prompts(s.batch_size), s.num_steps, self.streams.exploration)
-        mask = truncation_mask(t.truncation, s.batch_size, s.num_steps, self.streams.exploration)
-        return GradientBatch(self.sampler.sample(plan, self.streams.noise, grad_steps=mask), mask)
+        mask = truncation_mask(t.truncation, s.batch_size, s.num_steps, self.streams.prompts)  # common to arms
+        latents = self.initial_noise(s.batch_size)
+        return GradientBatch(self.sampler.sample(plan, self.streams.noise, grad_steps=mask, latents=latents), mask)
 
     def reward(self, batch: GradientBatch, round_index: int) -> torch.Tensor:
         return self.score(batch.images, batch.prompts, step=f"batch {round_index}")  # with gradient

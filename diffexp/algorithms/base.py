@@ -257,6 +257,16 @@ class RewardFinetuningModule(L.LightningModule):
         idx = torch.randint(len(self.train_prompts), (n // repeat,), generator=self.streams.prompts)
         return [self.train_prompts[i] for i in idx.tolist() for _ in range(repeat)]
 
+    def initial_noise(self, batch: int) -> torch.Tensor | None:
+        """x_T for a sampling batch: None (the sampler draws one per sample) unless
+        ``sample.share_group_noise``, when each group of ``samples_per_prompt`` shares one draw."""
+        s = self.config.sample
+        if not s.share_group_noise or s.samples_per_prompt == 1:
+            return None
+        dtype = self.pipe.dtype  # the frozen weights' (the trainable LoRA is fp32)
+        groups = self.sampler.initial_latents(batch // s.samples_per_prompt, dtype, self.streams.noise, None)
+        return groups.repeat_interleave(s.samples_per_prompt, dim=0)
+
     def score(self, images: torch.Tensor, prompts: list[str], step: str) -> torch.Tensor:
         """Reward on the original prompts; every scored image is one reward query (counted globally)."""
         rewards = self.reward_fn(images, prompts)

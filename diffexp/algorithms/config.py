@@ -64,6 +64,12 @@ class SampleConfig(StrictConfig):
         "more gives the per-prompt stat tracker a group to normalise within, even with many prompts",
     )
 
+    share_group_noise: bool = Field(
+        False,
+        description="the samples_per_prompt samples of a prompt start from one initial noise (their step noise "
+        "still differs); Flow-GRPO's issue #7 reports that such groups explore less: a knob, not a default",
+    )
+
     @model_validator(mode="after")
     def _groups_fill_batches(self):
         if self.batch_size % self.samples_per_prompt:

@@ -212,7 +212,7 @@ class DDPO(RewardFinetuningModule):
         parts = []
         for _ in range(s.num_batches_per_epoch):
             plan = self.strategy.plan(self.draw_prompts(s.batch_size), s.num_steps, self.streams.exploration)
-            parts.append(self.sampler.sample(plan, self.streams.noise))
+            parts.append(self.sampler.sample(plan, self.streams.noise, latents=self.initial_noise(s.batch_size)))
         self.denoiser.train()
         return cat_trajectories(parts)
 

@@ -55,6 +55,17 @@ def test_two_arms_of_one_seed_share_prompts_and_noise(tmp_path, algorithm):
     assert not torch.equal(traj.latents[:, 0], base.latents[:, 0])
 
 
+def test_alignprops_random_truncation_is_common_to_the_arms(tmp_path):
+    masks = []
+    for strategy in ("baseline", "diffexp"):
+        extra = {"exploration.strategy": strategy, "run.output_dir": str(tmp_path)}
+        extra |= {"train.truncation": {"mode": "per_sample", "k_min": 1, "k_max": 3}}
+        module = build_module(load_config(None, settings("alignprop", **extra)))
+        module.on_fit_start()
+        masks.append(module.generate(0).grad_steps)
+    assert torch.equal(masks[0], masks[1]) and masks[0].sum(dim=1).unique().numel() > 1
+
+
 def test_the_step_noise_is_common_too():
     """Same model output, two arms' streams after the same draws: the step noise is equal."""
     a, b = RandomStreams(), RandomStreams()
@@ -73,3 +84,22 @@ def test_streams_resume_from_their_state_and_refuse_an_old_checkpoint():
     assert torch.equal(torch.randn(3, generator=a.noise), torch.randn(3, generator=b.noise))
     with pytest.raises(ValueError, match="random streams"):
         b.load_state_dict({"noise": a.noise.get_state()})
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "pipeline"), [("grpo", "tiny-sd15"), ("alignprop", "tiny-sd15"), ("grpo", "tiny-sd3")]
+)
+def test_shared_group_noise_starts_a_group_from_one_latent(tmp_path, algorithm, pipeline):
+    """sample.share_group_noise: the two samples of a prompt share x_T, their step noise differs,
+    and other groups start elsewhere; off (the default), every sample has its own x_T."""
+    extra = {"model.pretrained": pipeline, "sample.samples_per_prompt": 2, "run.output_dir": str(tmp_path)}
+    if algorithm == "grpo":
+        extra |= {"train.batch_size": 2, "train.beta": 0.0}
+    for share in (True, False):
+        module = build_module(load_config(None, settings(algorithm, **extra, **{"sample.share_group_noise": share})))
+        module.on_fit_start()
+        samples = module.generate(0)
+        traj = getattr(samples, "traj", samples)
+        x_t, x_0 = traj.latents[:, 0], traj.latents[:, -1]
+        assert torch.equal(x_t[0], x_t[1]) == share and torch.equal(x_t[2], x_t[3]) == share
+        assert not torch.equal(x_t[0], x_t[2]) and not torch.equal(x_0[0], x_0[1])
