@@ -11,6 +11,8 @@ from pathlib import Path
 from diffexp.embedded import WEIGHTS_DIR
 from diffexp.embedded.settings import TrainSettings
 
+MEASUREMENTS = ("prompt_following", "cfg_premise", "phrase_premise", "alignment_reward", "aesthetic_reward")
+
 
 def add_embedded_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embedded", help="train, evaluate and ship the embedded world's models")
@@ -65,9 +67,6 @@ def _train(args) -> int:
         seed_from_shipped(settings, WEIGHTS_DIR / "pipeline")
     train(settings, only=args.stages)
     return 0
-
-
-MEASUREMENTS = ("prompt_following", "cfg_premise", "phrase_premise", "alignment_reward", "aesthetic_reward")
 
 
 def _evaluate(args) -> int:

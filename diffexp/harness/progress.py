@@ -7,7 +7,10 @@ as over the search budget are not counted.
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 KEY_ATTR = "diffexp:trial_key"
@@ -158,3 +161,19 @@ def status_table(study, keys: list[str] | None = None) -> str:
         numbers = ",".join(f"#{t.number}:{t.state.name.lower()}" for t in sorted(trials, key=lambda t: t.number))
         lines.append(f"{key:<44} {state:<8} {len(trials):>5} {value_text:>12}  {numbers}")
     return "\n".join(lines)
+
+
+def wait_with_display(name: str, progress: Callable[[], Progress], procs: list, live: bool, every: float = 2.0):
+    """Wait for the worker processes (their exit codes); on a terminal, keep one line up to date
+    with the study's progress, the running trials and the time left."""
+    while any(p.poll() is None for p in procs):
+        if live:
+            now = progress()
+            running = ", ".join(now.running_keys)
+            line = f"study {name}: {now.line()}" + (f" | running: {running}" if running else "")
+            width = shutil.get_terminal_size((160, 20)).columns
+            print("\r\033[K" + line[: width - 1], end="", flush=True)
+        time.sleep(every)
+    if live:
+        print("\r\033[K", end="", flush=True)
+    return [p.wait() for p in procs]

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -59,6 +58,7 @@ from diffexp.harness.progress import (
     status_table,
     study_progress,
     trial_key_of,
+    wait_with_display,
 )
 from diffexp.harness.run_log import LOG_NAME, trial_output
 from diffexp.harness.run_log import console as _console
@@ -95,9 +95,11 @@ def resolve_context(
     create: bool = True,
     profile: str | None = None,
 ) -> SweepContext:
-    if tracking_uri is not None:
-        check_tracking_uri(tracking_uri, "--tracking-uri")
     study = study_path if isinstance(study_path, StudyPlan) else load_study(study_path, profile)
+    if tracking_uri or study.spec.tracking_uri:  # the flag's, else the study file's
+        check_tracking_uri(
+            tracking_uri or study.spec.tracking_uri, "--tracking-uri" if tracking_uri else "tracking_uri"
+        )
     run_dir = Path(run_dir or study.spec.run_dir or Path("runs") / "sweeps" / study.name).resolve()
     if create:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -766,7 +768,12 @@ def run_sweep(
 
         old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            codes = wait_with_display(ctx, study, procs, live=not verbose and sys.stdout.isatty())
+            codes = wait_with_display(
+                ctx.study.name,
+                lambda: study_progress(study, ctx.total, ctx.keys()),
+                procs,
+                live=not verbose and sys.stdout.isatty(),
+            )
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -779,22 +786,6 @@ def run_sweep(
     if best:
         log(best)
     return 0 if progress.failed == 0 and progress.finished else 1
-
-
-def wait_with_display(ctx: SweepContext, study, procs: list, live: bool, every: float = 2.0) -> list[int]:
-    """Wait for the worker processes; on a terminal, keep one line up to date with the study's
-    progress, the running trials and the time left."""
-    while any(p.poll() is None for p in procs):
-        if live:
-            progress = study_progress(study, ctx.total, ctx.keys())
-            running = ", ".join(progress.running_keys)
-            line = f"study {ctx.study.name}: {progress.line()}" + (f" | running: {running}" if running else "")
-            width = shutil.get_terminal_size((160, 20)).columns
-            print("\r\033[K" + line[: width - 1], end="", flush=True)
-        time.sleep(every)
-    if live:
-        print("\r\033[K", end="", flush=True)
-    return [p.wait() for p in procs]
 
 
 def print_status(ctx: SweepContext, log=print) -> int:
