@@ -4,7 +4,7 @@ The paper's four cells ({DDPO, AlignProp} x {aesthetic on single objects, alignm
 compositions}) x the four exploration strategies x seeds on the embedded world
 (``experiments/ablations/embedded_ablation.yaml``), each cell exactly once; re-running resumes a
 partly finished study. Profiles (the study file's ``profiles``): ``default`` (about 25 minutes on
-2 cores), ``quick`` (a smoke test) and ``full`` (5 seeds, twice the budgets). The default
+2 cores), ``quick`` (a smoke test) and ``full`` (5 seeds, twice the budgets, four times DDPO x alignment's). The default
 profile's run also rewrites the verdict the README quotes.
 """
 

@@ -27,7 +27,8 @@ def add_embedded_command(sub: argparse._SubParsersAction) -> None:
         "--stages",
         nargs="*",
         help="only these stages (vae latents generator generator_finetune generator_refine generator_context "
-        "reward_clip aesthetic)",
+        "reward_clip reward_clip_robust aesthetic); reward_clip_robust, the alignment CLIP's adversarial "
+        "fine-tuning, runs only when named (the shipped reward was trained without it)",
     )
     train.add_argument(
         "--from-shipped",
@@ -111,7 +112,7 @@ def _ship(args) -> int:
     work = Path(args.work_dir)
     done = [s for s in stages() if s != "latents" and (work / s / "DONE").exists()]
     generator = next((s for s in reversed(GENERATOR_STAGES) if s in done and (work / s / "pipeline").exists()), None)
-    if generator is None and not {"reward_clip", "aesthetic"} & set(done):
+    if generator is None and not {"reward_clip", "reward_clip_robust", "aesthetic"} & set(done):
         raise FileNotFoundError(f"no finished generator or reward stage in {work}; run `diffexp embedded train` first")
     WEIGHTS_DIR.mkdir(exist_ok=True)
     if generator:
@@ -119,10 +120,12 @@ def _ship(args) -> int:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(work / generator / "pipeline", target)
         print(f"generator: {generator}")
-    if "reward_clip" in done:
-        CLIPModel.from_pretrained(work / "reward_clip" / "model").to(torch.float16).save_pretrained(
+    alignment = next((s for s in ("reward_clip_robust", "reward_clip") if s in done), None)
+    if alignment:  # the alignment reward is the robust CLIP where that stage finished
+        CLIPModel.from_pretrained(work / alignment / "model").to(torch.float16).save_pretrained(
             WEIGHTS_DIR / "reward_clip"
         )
+        print(f"alignment reward: {alignment}")
     if "aesthetic" in done:
         tower = CLIPVisionModelWithProjection.from_pretrained(work / "aesthetic" / "model")
         tower.to(torch.float16).save_pretrained(WEIGHTS_DIR / "aesthetic")

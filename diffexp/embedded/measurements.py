@@ -145,13 +145,23 @@ def alignment_vs_ground_truth(
     another prompt of the set, so the ground truth has both outcomes even where the base model
     is good: the reward must rank matching pairs above non-matching ones.
     """
+    return alignment_spearman(reward, *alignment_pairs(pipe, per_prompt, guidance, steps))
+
+
+def alignment_pairs(
+    pipe, per_prompt: int = 4, guidance: float = 5.0, steps: int = 20
+) -> tuple[torch.Tensor, list[str], list[str]]:
+    """The samples of :func:`alignment_vs_ground_truth`: images, their prompts, mismatched prompts."""
     prompts = [p.text for p in get_prompt_set("objects", "train")] + [
         p.text for p in get_prompt_set("relations", "train")
     ]
     texts = [t for t in prompts for _ in range(per_prompt)]
     images = sample_images(pipe, texts, guidance, steps)
     rng = np.random.default_rng(0)
-    shuffled = [texts[i] for i in rng.permutation(len(texts))]
+    return images, texts, [texts[i] for i in rng.permutation(len(texts))]
+
+
+def alignment_spearman(reward, images: torch.Tensor, texts: list[str], shuffled: list[str]) -> dict[str, float]:
     with torch.no_grad():
         scores = torch.cat([reward(images, texts), reward(images, shuffled)]).numpy()
     truth = np.concatenate([evaluate(images, texts), evaluate(images, shuffled)]).astype(float)

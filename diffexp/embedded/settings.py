@@ -34,6 +34,12 @@ class TrainSettings:
     context_length: int = 12  # fourth phase: text context cut from 77 tokens to 12 (the longest caption has 10)
     context_ema_decay: float = 0.995  # a fresh EMA for the fourth phase: the 77-token weights must not linger
     context_locality_weight: float = 0.1  # fourth phase: pull the second object's token states toward its own caption's
+    robust_steps: int = 800  # adversarial fine-tuning of the alignment CLIP (stage reward_clip_robust)
+    robust_batch: int = 64  # world renders a step, and as many (correct, incorrect) generator-sample pairs
+    robust_lr: float = 2e-4
+    robust_eps: float = 0.06  # L-infinity radius of the PGD perturbation, in [0, 1] pixel units
+    robust_pgd_steps: int = 3
+    robust_pool_draws: int = 24  # generator samples per composition prompt
     caption_dropout: float = 0.1  # empty caption -> the unconditional branch CFG needs
     ema_decay: float = 0.999
     checkpoint_every: int = 250
@@ -42,9 +48,9 @@ class TrainSettings:
     def __post_init__(self):
         """Counts and sizes must be usable: 0 steps would mark a stage done without training it."""
         for name, value in vars(self).items():
-            if name.endswith(("_steps", "_batch", "_size", "_every", "_length")) or name == "threads":
+            if name.endswith(("_steps", "_batch", "_size", "_every", "_length", "_draws")) or name == "threads":
                 if value < 1:
                     raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-            elif name.endswith(("_lr", "_decay", "_weight", "_fraction", "_share", "_noise", "_dropout")):
+            elif name.endswith(("_lr", "_decay", "_weight", "_fraction", "_share", "_noise", "_dropout", "_eps")):
                 if not value >= 0 or value != value or value == float("inf"):
                     raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")

@@ -1,4 +1,5 @@
-"""Training of the embedded world's models: VAE -> generator (UNet + text encoder) -> reward CLIP -> aesthetic head.
+"""Training of the embedded world's models: VAE -> generator (UNet + text encoder) -> reward CLIP
+(-> its adversarial fine-tuning) -> aesthetic head.
 
 Run with ``diffexp embedded train`` (see ``--help``). Each stage checkpoints into
 ``<work_dir>/<stage>/`` every few hundred steps (atomically) and resumes from there; a finished
@@ -382,11 +383,14 @@ def save_world_pipeline(
 
 #: The stages that train the generator, in order (each continues from the previous one).
 GENERATOR_STAGES = ("generator", "generator_finetune", "generator_refine", "generator_context")
+#: Stages that run only when named in ``--stages``: the shipped models were trained without them.
+OPT_IN_STAGES = ("reward_clip_robust",)
 
 
 def stages() -> dict:
-    """The stages in order (reward stages live in their own module)."""
+    """The stages in order (reward stages live in their own modules)."""
     from diffexp.embedded.reward_training import train_aesthetic, train_reward_clip
+    from diffexp.embedded.robust_reward import train_robust_reward_clip
 
     return {
         "vae": train_vae,
@@ -396,6 +400,7 @@ def stages() -> dict:
         "generator_refine": refine_generator,
         "generator_context": shorten_context,
         "reward_clip": train_reward_clip,
+        "reward_clip_robust": train_robust_reward_clip,
         "aesthetic": train_aesthetic,
     }
 
@@ -409,7 +414,7 @@ def train(settings: TrainSettings, only: list[str] | None = None) -> None:
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages: {list(all_stages)}")
     for name, fn in all_stages.items():
-        if only and name not in only:
+        if (only and name not in only) or (not only and name in OPT_IN_STAGES):
             continue
         t0 = time.time()
         fn(settings)

@@ -365,7 +365,8 @@ def test_profiles_change_budget_and_seeds_and_keep_their_own_study():
     assert budgets(quick) == {
         k: (v[0], v[1], 1) for k, v in budgets(default).items()
     }  # variant overrides merge, the rest stays
-    assert budgets(full) == {k: (v[0], v[1], 2 * v[2]) for k, v in budgets(default).items()}
+    twice = {k: (v[0], v[1], 2 * v[2]) for k, v in budgets(default).items()}
+    assert budgets(full) == {**twice, ddpo_ali: (8, 1, 20)}  # DDPO x alignment at four times the default
     assert {s.params["exploration.strategy"] for s in quick.cells()} == {"baseline", "diffexp"}
     assert quick.profile == "quick" and default.profile is None
 
