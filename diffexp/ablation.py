@@ -4,8 +4,8 @@ The paper's four cells ({DDPO, AlignProp} x {aesthetic on single objects, alignm
 compositions}) x the four exploration strategies x seeds on the embedded world
 (``experiments/ablations/embedded_ablation.yaml``), each cell exactly once; re-running resumes a
 partly finished study. Profiles (the study file's ``profiles``): ``default`` (about 25 minutes on
-2 cores), ``quick`` (a smoke test) and ``full`` (5 seeds, twice the budgets, four times DDPO x alignment's). The default
-profile's run also rewrites the verdict the README quotes.
+2 cores), ``quick`` (a smoke test) and ``full`` (5 seeds, twice the budgets, four times DDPO x
+alignment's). The default and full profiles' runs also rewrite the verdicts the README quotes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ README = ROOT / "README.md"
 #: the README's block that quotes the default profile's verdict, rewritten by every default run
 README_START = "<!-- verdict: written by `make demo` from reports/embedded/verdict.md; do not edit by hand -->"
 README_END = "<!-- end of verdict -->"
+#: the profiles whose verdict the README quotes
+QUOTED_PROFILES = ("default", "full")
 
 
 def add_ablation_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -47,16 +49,28 @@ def report_dir(profile: str) -> Path:
     return Path("reports") / ("embedded" if profile == "default" else f"embedded-{profile}")
 
 
-def update_readme(readme: Path, verdict: str) -> bool:
-    """Replace the README's verdict block (between README_START and README_END) with ``verdict``.
+def readme_markers(profile: str = "default") -> tuple[str, str]:
+    """The comments around the README's quote of a profile's verdict."""
+    if profile == "default":
+        return README_START, README_END
+    source = f"{report_dir(profile).as_posix()}/verdict.md"
+    return (
+        f"<!-- {profile} verdict: written by `make demo PROFILE={profile}` from {source}; do not edit by hand -->",
+        f"<!-- end of the {profile} verdict -->",
+    )
+
+
+def update_readme(readme: Path, verdict: str, profile: str = "default") -> bool:
+    """Replace the README's block quoting ``profile``'s verdict with ``verdict``.
     Returns whether the file changed; a README without the block is left alone."""
     if not readme.is_file():
         return False
     text = readme.read_text(encoding="utf-8")
-    start, end = text.find(README_START), text.find(README_END)
+    opening, closing = readme_markers(profile)
+    start, end = text.find(opening), text.find(closing)
     if start < 0 or end < start:
         return False
-    new = text[: start + len(README_START)] + "\n" + verdict + text[end:]
+    new = text[: start + len(opening)] + "\n" + verdict + text[end:]
     if new != text:
         readme.write_text(new, encoding="utf-8")
     return new != text
@@ -78,8 +92,8 @@ def run_ablation_command(args: argparse.Namespace) -> int:
     result = build_report(ctx.run_dir, out=out, command=["diffexp", *sys.argv[1:]])
     print()
     print_result(result)
-    if args.profile == "default" and args.out is None and args.study == DEFAULT_STUDY and status == 0:
-        if update_readme(README, (Path(out) / "verdict.md").read_text(encoding="utf-8")):
+    if args.profile in QUOTED_PROFILES and args.out is None and args.study == DEFAULT_STUDY and status == 0:
+        if update_readme(README, (Path(out) / "verdict.md").read_text(encoding="utf-8"), args.profile):
             print(f"updated the verdict quoted in {README.name}")
     total = time.perf_counter() - start
     print(
