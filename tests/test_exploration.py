@@ -125,7 +125,7 @@ def test_registry_accepts_user_strategies():
         with pytest.raises(ValueError, match="already registered"):
             register_strategy("test-greedy")(lambda c: Greedy())
     finally:
-        del STRATEGIES["test-greedy"]
+        STRATEGIES.unregister("test-greedy")
     with pytest.raises(ValidationError, match="unknown exploration strategy"):
         ExplorationConfig(strategy="test-greedy")
 

@@ -74,12 +74,11 @@ def toy_world():
     register_reward("toy_redness")(Redness)
     register_evaluator("toy_truth", prompt_sets=("toy_colours",))(lambda: share_red)
     yield
-    ALGORITHMS.pop("toy_reinforce")
-    PIPELINES.pop("toy-twin")
-    PROMPT_SETS.pop("toy_colours")
-    REWARDS.pop("toy_redness")
-    evaluator_registry.EVALUATORS.pop("toy_truth")
-    evaluator_registry._DEFAULTS.pop("toy_colours")
+    ALGORITHMS.unregister("toy_reinforce")
+    PIPELINES.unregister("toy-twin")
+    PROMPT_SETS.unregister("toy_colours")
+    REWARDS.unregister("toy_redness")
+    evaluator_registry.EVALUATORS.unregister("toy_truth")
 
 
 def test_a_toy_algorithm_and_world_train_one_epoch(toy_world, tmp_path):
@@ -125,11 +124,44 @@ def test_an_algorithm_whose_config_names_another_is_refused():
         register_algorithm("toy_other", ToyConfig)(ToyReinforce)
 
 
-def test_every_built_in_strategy_and_algorithm_has_its_report_label_and_colour():
-    from diffexp.algorithms.registry import algorithm_names
-    from diffexp.exploration import STRATEGIES
-    from diffexp.reporting.labels import ALGORITHM_LABELS, ALGORITHM_ORDER, STRATEGY_COLORS, STRATEGY_LABELS
+def test_a_registration_brings_its_report_label_colour_and_place():
+    from diffexp.exploration import STRATEGIES, register_strategy
+    from diffexp.reporting.labels import algorithm_order, strategy_label, strategy_order, strategy_palette
 
-    assert set(STRATEGIES) <= set(STRATEGY_LABELS) and set(STRATEGIES) <= set(STRATEGY_COLORS)
-    assert len(set(STRATEGY_COLORS.values())) == len(STRATEGY_COLORS)  # one colour per strategy
-    assert set(algorithm_names()) <= set(ALGORITHM_LABELS) and set(algorithm_names()) <= set(ALGORITHM_ORDER)
+    colours = [e.colour for e in STRATEGIES.entries()]
+    assert all(colours) and len(set(colours)) == len(colours)  # every built-in has its own colour
+    assert strategy_order()[:4] == ["baseline", "cfg", "phrase", "diffexp"] and strategy_label("cfg") == "CFG only"
+    assert algorithm_order() == ["ddpo", "grpo", "alignprop"]
+    register_strategy("toy_explore", label="Toy exploration", colour="#123456")(lambda c: None)
+    try:
+        assert strategy_label("toy_explore") == "Toy exploration" and strategy_order()[-1] == "toy_explore"
+        assert strategy_palette(["baseline", "toy_explore"])["toy_explore"] == "#123456"
+    finally:
+        STRATEGIES.unregister("toy_explore")
+    assert strategy_label("toy_explore") == "toy_explore"  # a name without a registration stands for itself
+
+
+def test_unknown_names_are_refused_by_every_registry_with_the_registered_ones():
+    from diffexp.evaluation import EVALUATORS
+    from diffexp.exploration import STRATEGIES
+    from diffexp.registry import UnknownNameError
+
+    for registry in (PIPELINES, PROMPT_SETS, REWARDS, EVALUATORS, STRATEGIES, ALGORITHMS):
+        with pytest.raises(UnknownNameError, match=rf"unknown {registry.kind} 'nope'; registered: \["):
+            registry["nope"]
+        assert registry.names() and "nope" not in registry
+
+
+def test_a_plugin_strategy_is_found_by_a_config_without_the_plugin_imported_first(monkeypatch):
+    """The strategy registry loads plugins like every other (a plugin's strategy failed ExplorationConfig)."""
+    from diffexp.exploration import STRATEGIES, ExplorationConfig
+
+    def fake_plugins():
+        if "plugged" not in STRATEGIES._entries:
+            STRATEGIES.register("plugged", lambda c: None, label="Plugged")
+
+    monkeypatch.setattr("diffexp.registry.load_plugins", fake_plugins)
+    try:
+        assert ExplorationConfig(strategy="plugged").strategy == "plugged"
+    finally:
+        STRATEGIES.unregister("plugged")

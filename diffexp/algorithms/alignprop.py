@@ -120,7 +120,7 @@ class GradientBatch:
         return self.traj.images
 
 
-@register_algorithm("alignprop", AlignPropConfig)
+@register_algorithm("alignprop", AlignPropConfig, label="AlignProp", order=2)
 class AlignProp(RewardFinetuningModule):
     """Each sampling batch is one round of the template: sample with gradients, reward, backward;
     an optimiser step every ``train.gradient_accumulation_steps`` rounds."""

@@ -183,7 +183,7 @@ def cat_trajectories(parts: list[Trajectory]) -> Trajectory:
     return Trajectory(**values)
 
 
-@register_algorithm("ddpo", DDPOConfig)
+@register_algorithm("ddpo", DDPOConfig, label="DDPO", order=0)
 class DDPO(RewardFinetuningModule):
     ALGORITHM_METRICS = (
         *("loss", "approx_kl", "clipfrac", "ratio", "grad_norm", "first_step_ratio_max_dev", "cfg_scale_mean"),

@@ -73,7 +73,7 @@ class GRPOConfig(DDPOConfig):
         return self
 
 
-@register_algorithm("grpo", GRPOConfig)
+@register_algorithm("grpo", GRPOConfig, label="GRPO", order=1)
 class GRPO(DDPO):
     ALGORITHM_METRICS = (*DDPO.ALGORITHM_METRICS, "kl")
 

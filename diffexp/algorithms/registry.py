@@ -7,10 +7,9 @@ module (its config, beside its module subclassing ``RewardFinetuningModule``) an
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
-from diffexp.plugins import load_plugins
+from diffexp.registry import Registry
 
 #: modules of the built-in algorithms, imported on the first lookup (they import this module)
 BUILTIN_MODULES = ("diffexp.algorithms.ddpo", "diffexp.algorithms.grpo", "diffexp.algorithms.alignprop")
@@ -23,42 +22,33 @@ class Algorithm:
     module_class: type
 
 
-ALGORITHMS: dict[str, Algorithm] = {}
+ALGORITHMS: Registry[Algorithm] = Registry("algorithm", builtin_modules=BUILTIN_MODULES)
 
 
-def register_algorithm(name: str, config_class: type):
+def register_algorithm(name: str, config_class: type, *, label: str | None = None, order: float | None = None):
     """Class decorator registering a module class and its config class under ``name``; the config
-    class's ``algorithm`` field must default to ``name``."""
+    class's ``algorithm`` field must default to ``name``; ``label`` and ``order`` are how reports
+    name and place it."""
 
     def decorate(module_class):
-        if name in ALGORITHMS:
-            raise ValueError(f"algorithm {name!r} is already registered")
         default = config_class.model_fields["algorithm"].default if "algorithm" in config_class.model_fields else None
         if default != name:
             raise ValueError(
                 f"algorithm {name!r}: {config_class.__name__}.algorithm must default to {name!r}, not {default!r}"
             )
-        ALGORITHMS[name] = Algorithm(name, config_class, module_class)
+        ALGORITHMS.register(name, Algorithm(name, config_class, module_class), label=label, order=order)
         return module_class
 
     return decorate
 
 
-def _load() -> None:
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    load_plugins()
-
-
 def algorithm_names() -> list[str]:
-    _load()
-    return sorted(ALGORITHMS)
+    return ALGORITHMS.names()
 
 
 def get_algorithm(name: str) -> Algorithm:
-    _load()
     if name not in ALGORITHMS:
         from diffexp.algorithms.config import ConfigError
 
-        raise ConfigError(f"algorithm: unknown algorithm {name!r}; registered: {sorted(ALGORITHMS)}")
+        raise ConfigError(f"algorithm: unknown algorithm {name!r}; registered: {ALGORITHMS.names()}")
     return ALGORITHMS[name]

@@ -16,6 +16,7 @@ from diffexp.prompts.sets import register_prompt_set
 #: the world's registered names: rewards and the evaluator register in their own modules
 PIPELINE = "embedded"
 PROMPT_SETS = {"embedded_objects": "objects", "embedded_relations": "relations"}
+PROMPT_SET_LABELS = {"embedded_objects": "single objects", "embedded_relations": "compositions"}
 REWARDS = (rewards.WorldAlignmentReward.name, rewards.WorldAestheticReward.name, rewards.WorldGroundTruthReward.name)
 EVALUATOR = heldout_metrics.EVALUATOR
 
@@ -42,6 +43,6 @@ def _prompt_set(world_name: str):
 
 
 for _name, _world_name in PROMPT_SETS.items():
-    register_prompt_set(_name)(_prompt_set(_world_name))
+    register_prompt_set(_name, label=PROMPT_SET_LABELS[_name])(_prompt_set(_world_name))
 for _name in (PIPELINE, *REWARDS):
     register_fingerprint(_name, weights_fingerprint)  # retrained shipped weights make other runs

@@ -69,7 +69,7 @@ def _missing(path: Path, what: str) -> FileNotFoundError:
     )
 
 
-@register_reward("embedded_alignment", ground_truth="eval_gt_accuracy")
+@register_reward("embedded_alignment", ground_truth="eval_gt_accuracy", label="alignment")
 class WorldAlignmentReward(Reward):
     """PickScore-style prompt-image alignment for the embedded world."""
 
@@ -113,7 +113,7 @@ def _features(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-@register_reward("embedded_aesthetic", ground_truth="eval_gt_aesthetic")
+@register_reward("embedded_aesthetic", ground_truth="eval_gt_aesthetic", label="aesthetic")
 class WorldAestheticReward(Reward):
     """LAION-aesthetic-style score (about 0-10) for the embedded world."""
 
@@ -145,7 +145,7 @@ class WorldAestheticReward(Reward):
         return self._head(torch.nn.functional.normalize(embeds, dim=-1))
 
 
-@register_reward("embedded_ground_truth")
+@register_reward("embedded_ground_truth", label="ground-truth oracle")
 class WorldGroundTruthReward(Reward):
     """Diagnostic oracle: the share of the prompt's criteria met, by the ground-truth evaluator."""
 

@@ -50,9 +50,8 @@ def generator_pool(settings: TrainSettings, pipe, per_prompt: int) -> dict[str, 
     with the evaluator's verdict. Saved with the stage, so a resumed run trains on the same pool."""
     from diffexp.embedded.ground_truth import evaluate
     from diffexp.embedded.measurements import sample_images
-    from diffexp.embedded.prompt_sets import get_prompt_set
 
-    prompts = [p.text for split in ("train", "heldout") for p in get_prompt_set("relations", split)]
+    prompts = _pool_prompts()
     rng = stage_rng(settings.seed, "reward_clip_robust-pool", 0)
     images, index = [], []
     for draw in tqdm(range(per_prompt), desc="generator pool", dynamic_ncols=True):
@@ -85,6 +84,7 @@ def pool_pairs(pool: dict, prompts: list[str], rng: np.random.Generator, n: int)
 
 
 def _pool_prompts() -> list[str]:
+    """Every composition prompt, both splits: the reward must score held-out pairs too."""
     from diffexp.embedded.prompt_sets import get_prompt_set
 
     return [p.text for split in ("train", "heldout") for p in get_prompt_set("relations", split)]

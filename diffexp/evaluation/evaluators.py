@@ -13,59 +13,39 @@ from typing import Protocol
 
 import torch
 
-from diffexp.plugins import load_plugins
+from diffexp.registry import Registry
 
 
 class Evaluator(Protocol):
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]: ...
 
 
-#: name -> factory returning an evaluator
-EVALUATORS: dict[str, Callable[[], Evaluator]] = {}
-#: prompt-set name -> evaluator names used by default on that set
-_DEFAULTS: dict[str, list[str]] = {}
-#: evaluator name -> the metric names it returns (None: not declared)
-_METRICS: dict[str, tuple[str, ...] | None] = {}
+#: name -> factory returning an evaluator; ``extra``: the prompt sets that use it by default and
+#: the metric names it declares (None: not declared)
+EVALUATORS: Registry[Callable[[], Evaluator]] = Registry("evaluator")
 
 
 def register_evaluator(name: str, prompt_sets: tuple[str, ...] = (), metrics: tuple[str, ...] | None = None):
     """Decorator registering an evaluator factory; ``prompt_sets`` use it by default; ``metrics``
     declares the names it returns (so a study's objective can be checked before anything runs)."""
-
-    def decorate(factory):
-        if name in EVALUATORS:
-            raise ValueError(f"evaluator {name!r} is already registered")
-        EVALUATORS[name] = factory
-        _METRICS[name] = tuple(metrics) if metrics is not None else None
-        for prompt_set in prompt_sets:
-            _DEFAULTS.setdefault(prompt_set, []).append(name)
-        return factory
-
-    return decorate
+    declared = tuple(metrics) if metrics is not None else None
+    return EVALUATORS.register(name, prompt_sets=tuple(prompt_sets), metrics=declared)
 
 
 def evaluator_names() -> list[str]:
     """Every registered evaluator, plugins' included."""
-    load_plugins()
-    return sorted(EVALUATORS)
+    return EVALUATORS.names()
 
 
 def build_evaluator(name: str) -> Evaluator:
-    load_plugins()
-    if name not in EVALUATORS:
-        raise ValueError(f"unknown evaluator {name!r}; registered: {sorted(EVALUATORS)}")
     return EVALUATORS[name]()
 
 
 def evaluators_for_prompt_set(prompt_set: str) -> list[str]:
-    """The evaluators registered as defaults for ``prompt_set``."""
-    load_plugins()
-    return list(_DEFAULTS.get(prompt_set, []))
+    """The evaluators registered as defaults for ``prompt_set``, in registration order."""
+    return [e.name for e in EVALUATORS.entries() if prompt_set in e.extra["prompt_sets"]]
 
 
 def evaluator_metrics(name: str) -> tuple[str, ...] | None:
     """The metric names evaluator ``name`` declared (None: it did not declare them)."""
-    load_plugins()
-    if name not in EVALUATORS:
-        raise ValueError(f"unknown evaluator {name!r}; registered: {sorted(EVALUATORS)}")
-    return _METRICS.get(name)
+    return EVALUATORS.entry(name).extra["metrics"]

@@ -31,6 +31,7 @@ from diffexp.exploration.phrase_weighting import PhraseWeightingConfig, apply_ph
 from diffexp.exploration.step_windows import GuidanceIntervalConfig, NoiseWindowConfig, limit_guidance, noise_scales
 from diffexp.prompts.base import PromptLike, as_prompt
 from diffexp.prompts.weighting import plain_text
+from diffexp.registry import Registry
 from diffexp.sampling.plan import SamplingPlan
 
 
@@ -51,9 +52,7 @@ class ExplorationConfig(BaseModel):
     @field_validator("strategy")
     @classmethod
     def _known(cls, v):
-        if v not in STRATEGIES:
-            raise ValueError(f"unknown exploration strategy {v!r}; registered: {sorted(STRATEGIES)}")
-        return v
+        return STRATEGIES.check(v)
 
 
 class ExplorationStrategy(Protocol):
@@ -98,28 +97,33 @@ class ScheduledWeightedStrategy:
         )
 
 
-STRATEGIES: dict[str, Callable[[ExplorationConfig], ExplorationStrategy]] = {
-    "baseline": lambda c: ScheduledWeightedStrategy(c.guidance_scale, None, None),
-    "cfg": lambda c: ScheduledWeightedStrategy(c.guidance_scale, c.cfg, None),
-    "phrase": lambda c: ScheduledWeightedStrategy(c.guidance_scale, None, c.phrase),
-    "diffexp": lambda c: ScheduledWeightedStrategy(c.guidance_scale, c.cfg, c.phrase),
-    "sde_window": lambda c: ScheduledWeightedStrategy(c.guidance_scale, None, None, noise_window=c.noise_window),
-    "guidance_interval": lambda c: ScheduledWeightedStrategy(
-        c.guidance_scale, None, None, guidance_interval=c.guidance_interval
-    ),
-}
+STRATEGIES: Registry[Callable[[ExplorationConfig], ExplorationStrategy]] = Registry("exploration strategy")
 
 
-def register_strategy(name: str):
-    """Decorator: ``@register_strategy("mine")`` on a factory ``(ExplorationConfig) -> strategy``."""
+def register_strategy(name: str, *, label: str | None = None, colour: str | None = None, order: float | None = None):
+    """Decorator: ``@register_strategy("mine", label="Mine", colour="#123456")`` on a factory
+    ``(ExplorationConfig) -> strategy``; the label and colour are how reports show it."""
+    return STRATEGIES.register(name, label=label, colour=colour, order=order)
 
-    def decorate(factory):
-        if name in STRATEGIES:
-            raise ValueError(f"exploration strategy {name!r} is already registered")
-        STRATEGIES[name] = factory
-        return factory
 
-    return decorate
+register_strategy("baseline", label="Baseline", colour="#6b6b6b")(
+    lambda c: ScheduledWeightedStrategy(c.guidance_scale, None, None)
+)
+register_strategy("cfg", label="CFG only", colour="#1f77b4")(
+    lambda c: ScheduledWeightedStrategy(c.guidance_scale, c.cfg, None)
+)
+register_strategy("phrase", label="Phrase only", colour="#ff7f0e")(
+    lambda c: ScheduledWeightedStrategy(c.guidance_scale, None, c.phrase)
+)
+register_strategy("diffexp", label="DiffExp", colour="#d62728")(
+    lambda c: ScheduledWeightedStrategy(c.guidance_scale, c.cfg, c.phrase)
+)
+register_strategy("sde_window", label="SDE-noise window", colour="#2ca02c")(
+    lambda c: ScheduledWeightedStrategy(c.guidance_scale, None, None, noise_window=c.noise_window)
+)
+register_strategy("guidance_interval", label="Guidance interval", colour="#9467bd")(
+    lambda c: ScheduledWeightedStrategy(c.guidance_scale, None, None, guidance_interval=c.guidance_interval)
+)
 
 
 def build_strategy(config: ExplorationConfig | dict | str) -> ExplorationStrategy:

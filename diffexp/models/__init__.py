@@ -8,34 +8,25 @@ from collections.abc import Callable
 from diffusers import DiffusionPipeline
 
 from diffexp.models.pipelines import ModelNotFoundError, denoiser_of, load_pipeline, parse_dtype
-from diffexp.plugins import load_plugins
+from diffexp.registry import Registry
 
 #: name -> factory ``(dtype, device, seed) -> pipeline``; a name is looked up before any folder or hub id
-PIPELINES: dict[str, Callable[..., DiffusionPipeline]] = {}
+PIPELINES: Registry[Callable[..., DiffusionPipeline]] = Registry("pipeline")
 
 
-def register_pipeline(name: str):
+def register_pipeline(name: str, **metadata):
     """Decorator registering a pipeline factory ``(dtype: str, device: str, seed: int) -> pipeline``."""
-
-    def decorate(factory):
-        if name in PIPELINES:
-            raise ValueError(f"pipeline {name!r} is already registered")
-        PIPELINES[name] = factory
-        return factory
-
-    return decorate
+    return PIPELINES.register(name, **metadata)
 
 
 def pipeline_names() -> list[str]:
-    load_plugins()
-    return sorted(PIPELINES)
+    return PIPELINES.names()
 
 
 def get_pipeline(source: str, dtype: str = "fp32", device: str = "cpu", seed: int = 0) -> DiffusionPipeline:
     """A pipeline from a registered name ('tiny-sd15'/'tiny-sdxl'/'tiny-sd3': random twins; 'sd15-sized': SD
     1.5's real sizes with random weights; plugins' names, e.g. 'embedded'), a local diffusers
     folder or a cached hub id."""
-    load_plugins()
     if source in PIPELINES:
         return PIPELINES[source](dtype=dtype, device=device, seed=seed)
     return load_pipeline(source, dtype=dtype, device=device)

@@ -14,38 +14,28 @@ import importlib.resources
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from diffexp.plugins import load_plugins
 from diffexp.prompts.base import Prompt
+from diffexp.registry import Registry
 
 DATA = importlib.resources.files("diffexp.prompts") / "data"
 
 PromptSetFactory = Callable[..., list[Prompt]]
-PROMPT_SETS: dict[str, PromptSetFactory] = {}
+PROMPT_SETS: Registry[PromptSetFactory] = Registry("prompt set")
 
 
-def register_prompt_set(name: str):
-    """Decorator registering a factory ``(**options) -> list[Prompt]`` under ``name``."""
-
-    def decorate(factory: PromptSetFactory) -> PromptSetFactory:
-        if name in PROMPT_SETS:
-            raise ValueError(f"prompt set {name!r} is already registered")
-        PROMPT_SETS[name] = factory
-        return factory
-
-    return decorate
+def register_prompt_set(name: str, *, label: str | None = None):
+    """Decorator registering a factory ``(**options) -> list[Prompt]`` under ``name``; ``label`` is
+    the set's name in report titles."""
+    return PROMPT_SETS.register(name, label=label)
 
 
 def prompt_set_names() -> list[str]:
     """Every registered prompt set, plugins' included."""
-    load_plugins()
-    return sorted(PROMPT_SETS)
+    return PROMPT_SETS.names()
 
 
 def get_prompts(name: str, **options) -> list[Prompt]:
     """The prompts of the set ``name`` (see :data:`PROMPT_SETS`), built with ``options``."""
-    load_plugins()
-    if name not in PROMPT_SETS:
-        raise ValueError(f"unknown prompt set {name!r}; known sets: {sorted(PROMPT_SETS)}")
     return PROMPT_SETS[name](**options)
 
 
@@ -60,13 +50,13 @@ def _with_article(noun: str) -> str:
     return f"{'an' if noun[0].lower() in 'aeiou' else 'a'} {noun}"
 
 
-@register_prompt_set("simple_animals")
+@register_prompt_set("simple_animals", label="animals")
 def simple_animals() -> list[Prompt]:
     """DDPO's 45 animals; the prompt is the bare animal name, as DDPO uses it."""
     return [Prompt(animal, (animal,)) for animal in _lines("simple_animals.txt")]
 
 
-@register_prompt_set("nouns_activities")
+@register_prompt_set("nouns_activities", label="animals x activities")
 def nouns_activities() -> list[Prompt]:
     """Every animal with each of DDPO's 3 activities (135): "a monkey washing the dishes"."""
     return [
@@ -86,7 +76,7 @@ def drawbench_categories() -> list[str]:
     return sorted({category for _, category in _drawbench()})
 
 
-@register_prompt_set("drawbench")
+@register_prompt_set("drawbench", label="DrawBench")
 def drawbench(category: str | Sequence[str] | None = None) -> list[Prompt]:
     """The 200 DrawBench prompts, optionally only those of ``category`` (one or several, any case)."""
     wanted = None

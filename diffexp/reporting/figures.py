@@ -27,13 +27,13 @@ from matplotlib.lines import Line2D
 
 from diffexp.reporting import stats
 from diffexp.reporting.labels import (
-    ALGORITHM_ORDER,
-    STRATEGY_ORDER,
+    algorithm_order,
     cell_label,
     metric_label,
     ordered,
     reward_label,
     strategy_label,
+    strategy_order,
     strategy_palette,
 )
 
@@ -117,7 +117,7 @@ def bands(metrics: pd.DataFrame, metric: str, alpha: float = 0.05) -> pd.DataFra
 def cells(metrics: pd.DataFrame) -> list[tuple[str, str]]:
     """(algorithm, task) pairs present in the study, in display order."""
     out = []
-    for algorithm in ordered(metrics["algorithm"].unique(), ALGORITHM_ORDER):
+    for algorithm in ordered(metrics["algorithm"].unique(), algorithm_order()):
         out += [(algorithm, t) for t in sorted(metrics.loc[metrics["algorithm"] == algorithm, "task"].unique())]
     return out
 
@@ -137,7 +137,7 @@ def draw_panels(panels: list[Panel], ncols: int, positions: list[int] | None = N
     """Panels in rows of ``ncols``, at ``positions`` (1-based places in that grid; default: in
     order), with axes only where a panel is; the legend above them."""
     positions = positions or list(range(1, len(panels) + 1))
-    strategies = ordered({s for p in panels for s in p.data["strategy"].unique()}, STRATEGY_ORDER)
+    strategies = ordered({s for p in panels for s in p.data["strategy"].unique()}, strategy_order())
     palette = strategy_palette(strategies)
     sns.set_theme(style="whitegrid", context="notebook", font_scale=0.82)
     nrows = math.ceil(max(positions) / ncols)
@@ -146,7 +146,7 @@ def draw_panels(panels: list[Panel], ncols: int, positions: list[int] | None = N
     for panel, position in zip(panels, positions):
         ax = fig.add_subplot(nrows, ncols, position)
         points = []
-        for strategy in ordered(panel.data["strategy"].unique(), STRATEGY_ORDER):
+        for strategy in ordered(panel.data["strategy"].unique(), strategy_order()):
             d = panel.data[panel.data["strategy"] == strategy].sort_values("step")
             ax.fill_between(d["step"], d["low"], d["high"], color=palette[strategy], alpha=0.16, linewidth=0)
             ax.plot(

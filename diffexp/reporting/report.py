@@ -21,7 +21,14 @@ import pandas as pd
 from diffexp.reporting import figures as figs
 from diffexp.reporting import html as page_html
 from diffexp.reporting import provenance, stats, tables, verdict
-from diffexp.reporting.labels import STRATEGY_ORDER, algorithm_label, cell_label, ordered, reward_label, strategy_label
+from diffexp.reporting.labels import (
+    algorithm_label,
+    cell_label,
+    ordered,
+    reward_label,
+    strategy_label,
+    strategy_order,
+)
 from diffexp.reporting.load import StudyResults, load_results
 
 SAMPLE_COLUMNS = 10  # held-out samples shown per cell
@@ -104,7 +111,7 @@ def sample_figures(study: StudyResults, out_dir: Path) -> list[tuple[str, str, P
     for algorithm, task in figs.cells(images):
         cell = images[(images["algorithm"] == algorithm) & (images["task"] == task)]
         rows, prompts = [], None
-        for strategy in ordered(cell["strategy"].unique(), STRATEGY_ORDER):
+        for strategy in ordered(cell["strategy"].unique(), strategy_order()):
             s = cell[cell["strategy"] == strategy].sort_values(["_seed", "seed", "run_id"])
             run_id = s.iloc[0]["run_id"]
             run = s[s["run_id"] == run_id].sort_values("step")
@@ -330,7 +337,7 @@ def _build(path, out_dir: Path, tracking_uri, experiments, budgets, reps, seed, 
     samples = sample_figures(study, out_dir)
     n_runs = len(study.runs)
     strategies = (
-        ", ".join(strategy_label(s) for s in ordered(study.runs["strategy"].unique(), STRATEGY_ORDER))
+        ", ".join(strategy_label(s) for s in ordered(study.runs["strategy"].unique(), strategy_order()))
         if n_runs
         else "none"
     )

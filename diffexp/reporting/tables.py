@@ -27,15 +27,15 @@ import pandas as pd
 
 from diffexp.reporting import stats
 from diffexp.reporting.labels import (
-    ALGORITHM_ORDER,
     BASELINE,
-    STRATEGY_ORDER,
     algorithm_label,
+    algorithm_order,
     cell_label,
     metric_label,
     ordered,
     reward_label,
     strategy_label,
+    strategy_order,
 )
 
 DEFAULT_FRACTIONS = (0.25, 0.5, 1.0)
@@ -83,11 +83,11 @@ def panel_curves(metrics: pd.DataFrame, metric: str) -> dict[tuple[str, str], di
     """{(algorithm, task): {strategy: [Curve per run]}} in display order."""
     sub = metrics[metrics["metric"] == metric]
     out: dict[tuple[str, str], dict[str, list[Curve]]] = {}
-    for algorithm in ordered(sub["algorithm"].unique(), ALGORITHM_ORDER):
+    for algorithm in ordered(sub["algorithm"].unique(), algorithm_order()):
         for task in sorted(sub.loc[sub["algorithm"] == algorithm, "task"].unique()):
             panel = sub[(sub["algorithm"] == algorithm) & (sub["task"] == task)]
             by_strategy = {}
-            for strategy in ordered(panel["strategy"].unique(), STRATEGY_ORDER):
+            for strategy in ordered(panel["strategy"].unique(), strategy_order()):
                 runs = panel[panel["strategy"] == strategy].sort_values(["seed", "run_id", "step"])
                 by_strategy[strategy] = [
                     Curve(run_id, str(g["seed"].iloc[0]), g["step"].to_numpy(float), g["value"].to_numpy(float))
@@ -487,7 +487,7 @@ def ablation_blocks(tables: Tables, metric: str) -> list[tuple[str, str, pd.Data
         cols.append(col)
         for _, r in part.iterrows():
             cells.setdefault(strategy_label(r["strategy"]), {})[col] = fmt_ci(r["mean"], r["ci_low"], r["ci_high"], d)
-    strategies = [strategy_label(s) for s in ordered(ab["strategy"].unique(), STRATEGY_ORDER)]
+    strategies = [strategy_label(s) for s in ordered(ab["strategy"].unique(), strategy_order())]
     wide = pd.DataFrame([{"Strategy": s, **{c: cells.get(s, {}).get(c, "–") for c in cols}} for s in strategies])
     return [
         (

@@ -58,7 +58,7 @@ class AestheticMLP(torch.nn.Module):
         return self.layers(embeddings).squeeze(-1)
 
 
-@register_reward("aesthetic")
+@register_reward("aesthetic", label="LAION aesthetic")
 class AestheticReward(LazyReward):
     """LAION aesthetic predictor; ``clip_weights`` is an open_clip tag, a hub id or a local path."""
 

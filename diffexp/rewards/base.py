@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from diffexp.plugins import load_plugins
+from diffexp.registry import Registry
 
 
 class Reward(torch.nn.Module):
@@ -65,44 +65,28 @@ class WeightedSum(Reward):
         return sum(self.weights[k] * r(images, prompts) for k, r in self.parts.items())
 
 
-REWARDS: dict[str, Callable[..., Reward]] = {}
-#: reward name -> the held-out metric of what it stands for (a world's ground truth), where one exists
-GROUND_TRUTHS: dict[str, str] = {}
+REWARDS: Registry[Callable[..., Reward]] = Registry("reward")
 
 
-def register_reward(name: str, ground_truth: str | None = None):
+def register_reward(name: str, ground_truth: str | None = None, *, label: str | None = None):
     """Decorator registering a reward factory (a class or function returning a :class:`Reward`);
     ``ground_truth`` names the held-out metric that measures what the reward is a proxy for (the
-    report flags a reward that rises while it does not)."""
-
-    def decorate(factory):
-        if name in REWARDS:
-            raise ValueError(f"reward {name!r} is already registered")
-        REWARDS[name] = factory
-        if ground_truth is not None:
-            GROUND_TRUTHS[name] = ground_truth
-        return factory
-
-    return decorate
+    report flags a reward that rises while it does not); ``label`` is its name in report titles."""
+    return REWARDS.register(name, label=label, ground_truth=ground_truth)
 
 
 def ground_truth_metric(name: str) -> str | None:
     """The ground-truth metric a registered reward declared, if any."""
-    load_plugins()
-    return GROUND_TRUTHS.get(name)
+    return REWARDS.entry(name).extra["ground_truth"] if name in REWARDS else None
 
 
 def reward_names() -> list[str]:
     """Every registered reward, plugins' included."""
-    load_plugins()
-    return sorted(REWARDS)
+    return REWARDS.names()
 
 
 def build_reward(name: str, **kwargs) -> Reward:
     """A registered reward by name, built with ``kwargs``."""
-    load_plugins()
-    if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; registered: {sorted(REWARDS)}")
     return REWARDS[name](**kwargs)
 
 

@@ -33,7 +33,7 @@ def weights_spec(version: str) -> WeightsSpec:
     )
 
 
-@register_reward("hps")
+@register_reward("hps", label="HPSv2")
 class HPSReward(LazyReward):
     """HPSv2 (``version="v2"``) or HPSv2.1 (``"v2.1"``); ``weights`` is a hub id, a file or its folder."""
 
@@ -68,7 +68,7 @@ class HPSReward(LazyReward):
         return (image * text).sum(-1).to(images.device)
 
 
-@register_reward("hpsv2.1")
+@register_reward("hpsv2.1", label="HPSv2.1")
 def hps_v21(**kwargs) -> HPSReward:
     """HPSv2.1, the usual choice in recent reward fine-tuning work."""
     return HPSReward(version="v2.1", **kwargs)

@@ -43,11 +43,11 @@ class JpegSize(Reward):
         return self.sign * sizes
 
 
-@register_reward("jpeg_compressibility")
+@register_reward("jpeg_compressibility", label="JPEG compressibility")
 def jpeg_compressibility(quality: int = 95) -> JpegSize:
     return JpegSize(sign=-1.0, quality=quality)
 
 
-@register_reward("jpeg_incompressibility")
+@register_reward("jpeg_incompressibility", label="JPEG incompressibility")
 def jpeg_incompressibility(quality: int = 95) -> JpegSize:
     return JpegSize(sign=+1.0, quality=quality)

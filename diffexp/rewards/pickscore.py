@@ -42,7 +42,7 @@ def _features(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-@register_reward("pickscore")
+@register_reward("pickscore", label="PickScore")
 class PickScoreReward(LazyReward):
     """PickScore; ``model`` and ``processor`` are hub ids (read from the local cache) or local folders."""
 

@@ -87,7 +87,7 @@ def test_from_file_errors(tmp_path):
 
 
 def test_registry():
-    with pytest.raises(ValueError, match="known sets: .*drawbench.*simple_animals"):
+    with pytest.raises(ValueError, match="registered: .*drawbench.*simple_animals"):
         get_prompts("animals")
     assert {"simple_animals", "nouns_activities", "drawbench", "file", "embedded_objects", "embedded_relations"} <= set(
         PROMPT_SETS
