@@ -21,6 +21,7 @@ import pandas as pd
 from diffexp.reporting import figures as figs
 from diffexp.reporting import html as page_html
 from diffexp.reporting import provenance, stats, tables, verdict
+from diffexp.reporting.formatting import slug
 from diffexp.reporting.labels import (
     algorithm_label,
     cell_label,
@@ -29,7 +30,9 @@ from diffexp.reporting.labels import (
     strategy_label,
     strategy_order,
 )
+from diffexp.reporting.latex import write_tables
 from diffexp.reporting.load import StudyResults, load_results
+from diffexp.reporting.table_display import display_blocks
 
 SAMPLE_COLUMNS = 10  # held-out samples shown per cell
 
@@ -136,9 +139,9 @@ def sample_figures(study: StudyResults, out_dir: Path) -> list[tuple[str, str, P
             continue
         fig = figs.samples_figure(rows, prompts, figs.sample_columns(prompts, SAMPLE_COLUMNS))
         reward, _, prompt_set = task.partition(" · ")
-        key = f"samples_{algorithm}_{tables._slug(reward_label(reward))}"
+        key = f"samples_{algorithm}_{slug(reward_label(reward))}"
         if key in used:  # the same algorithm and reward on another prompt set
-            key += f"_{tables._slug(prompt_set)}"
+            key += f"_{slug(prompt_set)}"
         used.add(key)
         saved = figs.save_figure(fig, out_dir, key, "", "")
         out.append(
@@ -328,7 +331,7 @@ def _build(path, out_dir: Path, tracking_uri, experiments, budgets, reps, seed, 
                 outcome_display,
             )
         )
-    table_files = tables.write_tables(built, out_dir, extra_blocks)
+    table_files = write_tables(built, out_dir, extra_blocks)
     folder = out_dir / "tables"
     verdict_rows.to_csv(folder / "verdict.csv", index=False)
     outcomes.to_csv(folder / "ground_truth.csv", index=False)
@@ -357,7 +360,7 @@ def _build(path, out_dir: Path, tracking_uri, experiments, budgets, reps, seed, 
             for f in figure_files
         ],
         samples=[page_html.Figure(title, caption, figs.png_bytes(png), png.stem) for title, caption, png in samples],
-        tables=[(k, t, df) for k, t, df in tables.display_blocks(built)],
+        tables=[(k, t, df) for k, t, df in display_blocks(built)],
         runs=runs_table(study),
         provenance={
             k: (scrub(v) if isinstance(v, str) else v) for k, v in study_provenance(study, command, store).items()

@@ -1,8 +1,8 @@
 """Paper-style tables from the long metric table.
 
-Each table is first a long DataFrame of raw numbers (one row per algorithm x task x metric x
-strategy [x budget]; written to CSV so nothing is lost to rounding), then a formatted display
-(``mean [low, high]`` strings) for the HTML page and LaTeX.
+Each table is a long DataFrame of raw numbers (one row per algorithm x task x metric x strategy
+[x budget]; written to CSV so nothing is lost to rounding); :mod:`diffexp.reporting.table_display`
+formats them (``mean [low, high]`` strings) and :mod:`diffexp.reporting.latex` writes them.
 
 Conventions, per panel (algorithm x task):
 * the *common budget* is the smallest last logged step over the panel's runs, so every strategy
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,13 +27,8 @@ import pandas as pd
 from diffexp.reporting import stats
 from diffexp.reporting.labels import (
     BASELINE,
-    algorithm_label,
     algorithm_order,
-    cell_label,
-    metric_label,
     ordered,
-    reward_label,
-    strategy_label,
     strategy_order,
 )
 
@@ -351,217 +345,3 @@ def build_tables(
 
 
 # -- formatting ----------------------------------------------------------------------------------
-def decimals(values) -> int:
-    """Decimals giving about three significant digits for the largest magnitude in a column."""
-    finite = [abs(v) for v in values if v is not None and np.isfinite(v)]
-    top = max(finite, default=0.0)
-    return 3 if top == 0 else int(min(6, max(0, 2 - math.floor(math.log10(top)))))
-
-
-def fmt(value: float, digits: int, inf: str = "not reached") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if np.isinf(value):
-        return inf if value > 0 else "-" + inf
-    return f"{value:,.{digits}f}"
-
-
-def fmt_ci(point: float, low: float, high: float, digits: int, inf: str = "not reached") -> str:
-    text = fmt(point, digits, inf)
-    if text == "–" or low is None or (isinstance(low, float) and math.isnan(low)):
-        return text
-    return f"{text} [{fmt(low, digits, '∞')}, {fmt(high, digits, '∞')}]"
-
-
-def _row_label(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
-    df["Algorithm"] = df["algorithm"].map(algorithm_label)
-    df["Strategy"] = df["strategy"].map(strategy_label)
-    return df
-
-
-def _key(metric: str) -> str:
-    return METRIC_KEYS.get(metric, _slug(metric))
-
-
-def display_blocks(tables: Tables) -> list[tuple[str, str, pd.DataFrame]]:
-    """(key, title, formatted table) blocks for the page and LaTeX, primary metric first."""
-    blocks = []
-    for metric in sorted(tables.metrics, key=lambda m: m != tables.primary):
-        label, key = metric_label(metric), _key(metric)
-        b = tables.budgets[tables.budgets["metric"] == metric]
-        if not b.empty:
-            d = decimals(b["mean"])
-            b = _row_label(b).assign(
-                cell=[fmt_ci(m, lo, hi, d) for m, lo, hi in zip(b["mean"], b["ci_low"], b["ci_high"])]
-            )
-            b["Cell"] = [cell_label(a, t) for a, t in zip(b["algorithm"], b["task"])]
-            b["Budget"] = b["budget"].map(lambda x: f"{x:,.0f}")
-            for cell_name, part in b.groupby("Cell", sort=False):
-                wide = part.pivot_table(index="Strategy", columns="Budget", values="cell", aggfunc="first", sort=False)
-                order = [f"{x:,.0f}" for x in sorted(part["budget"].unique())]
-                wide = wide.reindex(columns=[c for c in order if c in wide.columns]).reset_index()
-                blocks.append(
-                    (
-                        f"{key}_budgets",
-                        f"{cell_name}: {label} at each budget (reward queries) [95% bootstrap CI over seeds]",
-                        wide,
-                    )
-                )
-        e = tables.efficiency[tables.efficiency["metric"] == metric]
-        if not e.empty:
-            e = _row_label(e)
-            out = pd.DataFrame(
-                {
-                    "Cell": [cell_label(a, t) for a, t in zip(e["algorithm"], e["task"])],
-                    "Strategy": e["Strategy"],
-                    "Baseline final": [fmt(v, decimals(e["target"])) for v in e["target"]],
-                    "Queries to reach it": [
-                        fmt_ci(q, lo, hi, 0) for q, lo, hi in zip(e["queries"], e["ci_low"], e["ci_high"])
-                    ],
-                    "Ratio to baseline": [
-                        fmt_ci(q, lo, hi, 2, "∞") for q, lo, hi in zip(e["ratio"], e["ratio_low"], e["ratio_high"])
-                    ],
-                }
-            )
-            blocks.append(
-                (
-                    f"{key}_efficiency",
-                    f"{label}: reward queries to reach the baseline's final value (ratio < 1: fewer)",
-                    out,
-                )
-            )
-        a = tables.auc[tables.auc["metric"] == metric]
-        if not a.empty:
-            d = decimals(a["auc"])
-            a = _row_label(a)
-            out = pd.DataFrame(
-                {
-                    "Cell": [cell_label(x, t) for x, t in zip(a["algorithm"], a["task"])],
-                    "Strategy": a["Strategy"],
-                    "Queries": [f"{x:,.0f}" for x in a["budget"]],
-                    "Mean over training (AUC / span)": [
-                        fmt_ci(m, lo, hi, d) for m, lo, hi in zip(a["auc"], a["ci_low"], a["ci_high"])
-                    ],
-                }
-            )
-            blocks.append((f"{key}_auc", f"{label}: area under the curve divided by the query span [95% CI]", out))
-        r = tables.robust[tables.robust["metric"] == metric]
-        if not r.empty:
-            d = decimals(r["iqm"])
-            r = _row_label(r)
-            out = pd.DataFrame(
-                {
-                    "Algorithm": r["Algorithm"],
-                    "Reward": r["reward"].map(reward_label),
-                    "Strategy": r["Strategy"],
-                    "Runs x tasks": [f"{n} x {t}" for n, t in zip(r["n_runs"], r["n_tasks"])],
-                    "IQM final": [fmt_ci(m, lo, hi, d) for m, lo, hi in zip(r["iqm"], r["iqm_low"], r["iqm_high"])],
-                    "P(> baseline)": [
-                        ("–" if s == BASELINE else fmt_ci(m, lo, hi, 2))
-                        for s, m, lo, hi in zip(r["strategy"], r["poi"], r["poi_low"], r["poi_high"])
-                    ],
-                }
-            )
-            blocks.append(
-                (
-                    f"{key}_robust",
-                    f"{label}: interquartile mean of final values (stratified bootstrap CI) and probability of "
-                    "improvement",
-                    out,
-                )
-            )
-    blocks += ablation_blocks(tables, tables.primary)
-    return blocks
-
-
-def ablation_blocks(tables: Tables, metric: str) -> list[tuple[str, str, pd.DataFrame]]:
-    """Strategy rows x cell columns at each cell's common budget: the paper's ablation table."""
-    ab = tables.ablation[tables.ablation["metric"] == metric]
-    if ab.empty:
-        return []
-    cells, cols = {}, []
-    for (algorithm, task), part in ab.groupby(["algorithm", "task"], sort=False):
-        d = decimals(part["mean"])
-        col = f"{cell_label(algorithm, task)} ({part['budget'].iloc[0]:,.0f} q.)"
-        cols.append(col)
-        for _, r in part.iterrows():
-            cells.setdefault(strategy_label(r["strategy"]), {})[col] = fmt_ci(r["mean"], r["ci_low"], r["ci_high"], d)
-    strategies = [strategy_label(s) for s in ordered(ab["strategy"].unique(), strategy_order())]
-    wide = pd.DataFrame([{"Strategy": s, **{c: cells.get(s, {}).get(c, "–") for c in cols}} for s in strategies])
-    return [
-        (
-            "ablation",
-            f"Ablation: {metric_label(metric)} at each cell's final budget (q. = reward queries) [95% bootstrap CI]",
-            wide,
-        )
-    ]
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text).strip("_")[:40] or "task"
-
-
-# -- writing -------------------------------------------------------------------------------------
-_TEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "∞": r"$\infty$",
-    "–": "--",
-    "<": r"\textless{}",
-    ">": r"\textgreater{}",
-    "·": r"$\cdot$",
-}
-
-
-def tex_escape(text) -> str:
-    return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
-
-
-def latex_table(df: pd.DataFrame, caption: str, label: str) -> str:
-    """A booktabs ``table`` (needs \\usepackage{booktabs}); every cell is escaped."""
-    spec = "l" * min(3, len(df.columns)) + "r" * max(0, len(df.columns) - 3)
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\small",
-        rf"\caption{{{tex_escape(caption)}}}",
-        rf"\label{{tab:{label}}}",
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        " & ".join(tex_escape(c) for c in df.columns) + r" \\",
-        r"\midrule",
-    ]
-    lines += [" & ".join(tex_escape(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    return "\n".join(lines)
-
-
-def write_tables(tables: Tables, out_dir: Path, extra_blocks: list[tuple[str, str, pd.DataFrame]] = ()) -> list[Path]:
-    """Raw CSVs (all metrics) and the display blocks as LaTeX into ``out_dir/tables``: one .tex
-    per block key (blocks sharing a key, e.g. one per cell, go into the same file)."""
-    folder = Path(out_dir) / "tables"
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in ("budgets", "efficiency", "auc", "robust", "ablation"):
-        path = folder / f"{name}.csv"
-        getattr(tables, name).to_csv(path, index=False)
-        written.append(path)
-    by_key: dict[str, list[str]] = {}
-    for key, title, df in [*extra_blocks, *display_blocks(tables)]:
-        by_key.setdefault(key, []).append(
-            latex_table(df, title, f"{key}-{len(by_key.get(key, [])) + 1}".replace("_", "-"))
-        )
-    for key, parts in by_key.items():
-        path = folder / f"{key}.tex"
-        path.write_text("\n".join(parts))
-        written.append(path)
-    return written

@@ -35,8 +35,9 @@ import numpy as np
 import pandas as pd
 
 from diffexp.reporting import stats
+from diffexp.reporting.formatting import decimals, fmt, fmt_ci
 from diffexp.reporting.labels import BASELINE, cell_label, strategy_label
-from diffexp.reporting.tables import Curve, decimals, efficiency_table, fmt, fmt_ci, panel_curves
+from diffexp.reporting.tables import Curve, efficiency_table, panel_curves
 
 HELDOUT_METRIC = "eval_reward_mean"
 COLUMNS = [

@@ -21,8 +21,10 @@ import math
 import pandas as pd
 import pytest
 
+from diffexp.reporting.latex import tex_escape, write_tables
 from diffexp.reporting.load import load_results, study_from_frames
-from diffexp.reporting.tables import build_tables, display_blocks, tex_escape, write_tables
+from diffexp.reporting.table_display import display_blocks
+from diffexp.reporting.tables import build_tables
 
 
 def _frame(curves: dict, steps) -> pd.DataFrame:
