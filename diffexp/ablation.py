@@ -77,7 +77,8 @@ def update_readme(readme: Path, verdict: str, profile: str = "default") -> bool:
 
 
 def run_ablation_command(args: argparse.Namespace) -> int:
-    from diffexp.harness.worker import resolve_context, run_sweep
+    from diffexp.harness.context import resolve_context
+    from diffexp.harness.launch import run_sweep
     from diffexp.reporting.cli import print_result
     from diffexp.reporting.report import build_report
 

@@ -7,6 +7,7 @@ so a crash or SIGKILL in the middle of a write leaves the previous good checkpoi
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import lightning as L
@@ -75,3 +76,14 @@ def read_checkpoint(path: str | Path) -> dict:
 def verify_checkpoint(path: str | Path) -> None:
     """:func:`read_checkpoint`, for its check only."""
     read_checkpoint(path)
+
+
+def checkpoint_usable_or_set_aside(path: Path) -> bool:
+    """Whether ``path`` loads; a checkpoint torn by a crash mid-write is renamed aside instead, so
+    that it cannot stop the retry that would write a new one."""
+    try:
+        verify_checkpoint(path)
+        return True
+    except CheckpointError:
+        path.rename(path.with_name(f"{path.name}.broken-{int(time.time())}"))
+        return False

@@ -2,7 +2,10 @@
 
 * :mod:`.study`: the study-file schema (grid or search) and trial expansion;
 * :mod:`.storage`: Optuna storage URLs (SQLite default, any SQLAlchemy URL, ``journal:<file>``);
-* :mod:`.worker`: workers that claim trials, heartbeats and retries (exactly-once grid cells);
+* :mod:`.context`: a study's resolved paths and storages, its set-up (grid cells enqueued);
+* :mod:`.worker`: workers that claim trials and retries (exactly-once grid cells), with
+  :mod:`.heartbeat` and the trial's Lightning callback (:mod:`.callbacks`);
+* :mod:`.launch`: starting a study's worker processes and reporting its state;
 * :mod:`.tracking`: one MLflow experiment per study, one run per trial;
 * :mod:`.progress`: done / running / failed / remaining;
 * :mod:`.cli`: ``diffexp sweep`` (:func:`add_sweep_command`).
@@ -18,7 +21,7 @@ _EXPORTS = {
     "study_from_dict": "diffexp.harness.study",
     "StorageError": "diffexp.harness.storage",
     "parse_storage_url": "diffexp.harness.storage",
-    "run_sweep": "diffexp.harness.worker",
+    "run_sweep": "diffexp.harness.launch",
 }
 __all__ = sorted(_EXPORTS)
 

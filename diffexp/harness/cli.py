@@ -86,7 +86,8 @@ def add_sweep_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from diffexp.harness.worker import print_status, resolve_context, run_sweep
+    from diffexp.harness.context import resolve_context
+    from diffexp.harness.launch import print_status, run_sweep
 
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be at least 1")
@@ -114,9 +115,9 @@ def dry_run(
     study_path: Path, run_dir=None, storage=None, tracking_uri=None, workers=None, out=None, profile=None
 ) -> int:
     """Validate the study and each trial's run config (``load_config``); print the trials."""
+    from diffexp.harness.context import resolve_context
     from diffexp.harness.storage import redact
     from diffexp.harness.study import describe, queries_per_epoch
-    from diffexp.harness.worker import resolve_context
 
     out = out or sys.stdout
     ctx = resolve_context(study_path, run_dir, storage, tracking_uri, create=False, profile=profile)

@@ -39,276 +39,27 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 import traceback
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-from diffexp.algorithms.mlflow_run import check_tracking_uri
+from diffexp.algorithms.checkpointing import checkpoint_usable_or_set_aside
+from diffexp.harness.callbacks import trial_callback
+from diffexp.harness.context import SweepContext, exit_on_sigterm, open_study, resolve_context, trial_config
+from diffexp.harness.heartbeat import HEARTBEAT_ATTR, Heartbeat, TrialLost
 from diffexp.harness.progress import (
     IGNORED_ATTR,
     KEY_ATTR,
     Progress,
     group_trials,
-    key_state,
-    status_table,
     study_progress,
     trial_key_of,
-    wait_with_display,
 )
 from diffexp.harness.run_log import LOG_NAME, trial_output
 from diffexp.harness.run_log import console as _console
-from diffexp.harness.storage import StorageSpec, open_storage, parse_storage_url, redact, retry_callback_class
-from diffexp.harness.study import StudyPlan, describe, load_study
-from diffexp.harness.tracking import Tracker, tracking_uri_for
-
-HEARTBEAT_ATTR = "diffexp:heartbeat"  # journal storage: unix time of the last heartbeat
-FINGERPRINT_ATTR = "diffexp:fingerprint"
-
-
-@dataclass
-class SweepContext:
-    """A study file resolved against the command line: where everything goes."""
-
-    study: StudyPlan
-    run_dir: Path
-    storage: StorageSpec
-    tracking_uri: str
-
-    @property
-    def total(self) -> int:
-        return len(self.study.cells()) if self.study.kind == "grid" else self.study.spec.search.n_trials
-
-    def keys(self) -> list[str] | None:
-        return [c.key for c in self.study.cells()] if self.study.kind == "grid" else None
-
-
-def resolve_context(
-    study_path: str | Path | StudyPlan,
-    run_dir: str | Path | None = None,
-    storage: str | None = None,
-    tracking_uri: str | None = None,
-    create: bool = True,
-    profile: str | None = None,
-) -> SweepContext:
-    study = study_path if isinstance(study_path, StudyPlan) else load_study(study_path, profile)
-    if tracking_uri or study.spec.tracking_uri:  # the flag's, else the study file's
-        check_tracking_uri(
-            tracking_uri or study.spec.tracking_uri, "--tracking-uri" if tracking_uri else "tracking_uri"
-        )
-    run_dir = Path(run_dir or study.spec.run_dir or Path("runs") / "sweeps" / study.name).resolve()
-    if create:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    spec = parse_storage_url(storage or study.spec.storage, run_dir, create_dirs=create)
-    return SweepContext(study, run_dir, spec, tracking_uri_for(tracking_uri or study.spec.tracking_uri, run_dir))
-
-
-def _quiet_optuna() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message=".*RetryFailedTrialCallback.*")
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-
-
-def open_study(ctx: SweepContext):
-    """The Optuna study (created if missing) with its sampler, pruner and retry callback.
-
-    Returns (study, raw storage, retry callback)."""
-    import optuna
-
-    _quiet_optuna()
-    spec = ctx.study.spec
-    retry = retry_callback_class()(max_retry=spec.max_retry, inherit_intermediate_values=True)
-    storage = open_storage(ctx.storage, spec.heartbeat_interval, spec.effective_grace_period, retry)
-    if ctx.study.kind == "grid":
-        sampler, pruner = optuna.samplers.GridSampler(ctx.study.grid_search_space(), seed=0), optuna.pruners.NopPruner()
-    else:
-        sampler, pruner = spec.search.build_sampler(), spec.search.pruner.build()
-    study = optuna.create_study(
-        study_name=spec.name,
-        storage=storage,
-        sampler=sampler,
-        pruner=pruner,
-        direction=spec.objective.direction,
-        load_if_exists=True,
-    )
-    return study, storage, retry
-
-
-def setup_study(ctx: SweepContext, log=print):
-    """Create the study (idempotent), queue the grid's cells that have no trial yet (and re-queue
-    cells whose every try failed), and create the MLflow experiment. Safe to run from every
-    launcher; see the module docstring for why a double enqueue is harmless."""
-    ctx.study.check_objective()
-    study, _, _ = open_study(ctx)
-    fingerprint = ctx.study.fingerprint()
-    old = study.user_attrs.get(FINGERPRINT_ATTR)
-    if old is None:
-        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        study.set_user_attr("diffexp:kind", ctx.study.kind)
-        study.set_user_attr("diffexp:study_file", str(ctx.study.path.resolve() if ctx.study.path else None))
-        study.set_user_attr("diffexp:run_dir", str(ctx.run_dir))
-    elif old != fingerprint:
-        log(
-            f"note: study {ctx.study.name!r} in {ctx.storage.display} was created from a different version of "
-            f"{ctx.study.source}; "
-            + ("new cells are queued, old ones kept" if ctx.study.kind == "grid" else "the search space changed")
-        )
-        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-    queued = requeued = 0
-    if ctx.study.kind == "grid":
-        groups = group_trials(study.get_trials(deepcopy=False))
-        refuse_stale_cells(ctx, groups)
-        for cell in ctx.study.cells():
-            trials = groups.get(cell.key)
-            if trials and key_state(trials) != "failed":
-                continue
-            study.enqueue_trial(cell.params, user_attrs={KEY_ATTR: cell.key})
-            if trials:
-                requeued += 1
-            else:
-                queued += 1
-    Tracker(ctx.tracking_uri, ctx.study.name, ctx.run_dir).ensure_experiment()
-    if queued or requeued:
-        log(f"queued {queued} cell(s)" + (f", re-queued {requeued} failed cell(s)" if requeued else ""))
-    return study
-
-
-def trial_config(ctx: SweepContext, tspec, key: str):
-    """The run config a trial trains with: the study's, plus where it writes and what it logs to."""
-    run_fields = {
-        "run.output_dir": str(ctx.run_dir / "trials"),
-        "run.name": key,
-        "run.mlflow_tracking_uri": ctx.tracking_uri,
-        "run.mlflow_experiment": ctx.study.name,
-    }
-    config = ctx.study.build_config(tspec, run_fields)
-    config.run.loggers = sorted(set(config.run.loggers) | {"mlflow", "csv"})
-    return config
-
-
-def refuse_stale_cells(ctx: SweepContext, groups: dict) -> None:
-    """A finished cell whose run config now hashes differently (a base config, a default, or the
-    shipped embedded weights changed since it ran) must not pass for a result of this one."""
-    from optuna.trial import TrialState
-
-    from diffexp.harness.study import StudyError
-
-    stale = []
-    for cell in ctx.study.cells():
-        finished = [t for t in groups.get(cell.key, []) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        ran_with = {t.user_attrs.get("diffexp:config_hash") for t in finished} - {None}
-        if ran_with and describe(trial_config(ctx, cell, cell.key))["config_hash"] not in ran_with:
-            stale.append(cell.key)
-    if stale:
-        raise StudyError(
-            f"study {ctx.study.name!r} in {ctx.run_dir} has {len(stale)} finished cell(s) whose run config has changed "
-            f"since they ran (e.g. {', '.join(stale[:3])}): a base config, a default or the shipped embedded weights "
-            f"differ. Their results would be mixed with new ones. Start a fresh study: move {ctx.run_dir} aside "
-            f"or pass --run-dir (and --storage, if you gave one) for a new location."
-        )
-
-
-class TrialLost(RuntimeError):
-    """This worker's trial was declared dead by another worker (missed heartbeats)."""
-
-
-class Heartbeat:
-    """Records a running trial's heartbeat every ``interval`` seconds from a thread, and notices
-    when the trial is no longer RUNNING (another worker declared it dead)."""
-
-    def __init__(self, storage, trial_id: int, interval: int, journal: bool):
-        self.storage, self.trial_id, self.interval, self.journal = storage, trial_id, interval, journal
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat-{trial_id}")
-
-    def beat(self) -> None:
-        from optuna.trial import TrialState
-
-        try:
-            if self.journal:
-                self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
-            else:
-                self.storage.record_heartbeat(self.trial_id)
-            if self.storage.get_trial(self.trial_id).state != TrialState.RUNNING:
-                self.lost = True
-        except Exception as err:  # noqa: BLE001 - an unfinished trial whose state changed, a storage hiccup
-            if "finished" in str(err).lower():
-                self.lost = True
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.beat()
-
-    def __enter__(self):
-        self.beat()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 5)
-
-
-def trial_callback(worker: Worker, trial, key: str, heartbeat: Heartbeat, prune: bool):
-    """A Lightning callback that, after every epoch, prints progress, reports the intermediate
-    metric (step = reward queries) to the Optuna trial and prunes if the pruner says so; and
-    stops the run if the trial was lost. (Built lazily: Lightning is imported only to train.)"""
-    import lightning as L
-    import optuna
-
-    class TrialCallback(L.Callback):
-        def on_exception(self, trainer, module, exception: BaseException) -> None:
-            # Lightning marks its MLflow run FAILED next; if a retry of this trial owns that run
-            # now (this worker was declared dead), leave the run to it.
-            heartbeat.beat()
-            if heartbeat.lost:
-                for logger in trainer.loggers:
-                    if hasattr(logger, "detach"):
-                        logger.detach()
-
-        def on_train_batch_end(self, *args, **kwargs) -> None:
-            if heartbeat.lost:
-                raise TrialLost(f"trial #{trial.number} was declared dead by another worker")
-
-        def on_train_epoch_end(self, trainer, module) -> None:
-            metrics = getattr(module, "last_metrics", {}) or {}
-            name = worker.ctx.study.spec.objective.intermediate
-            value = metrics.get(name)
-            step = int(metrics.get("reward_queries", module.reward_queries))
-            shown = f"{name} {value:.4g}" if value is not None else f"{name} -"
-            worker.note(
-                f"trial #{trial.number} {key}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}, "
-                f"{step} reward queries, {shown}"
-            )
-            if heartbeat.lost:
-                raise TrialLost(f"trial #{trial.number} was declared dead by another worker")
-            if value is None or value != value:  # missing or NaN: nothing to report
-                return
-            trial.report(float(value), step)
-            if prune and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at {step} reward queries ({name} {value:.4g})")
-
-    return TrialCallback()
-
-
-def checkpoint_usable(path: Path) -> bool:
-    """A checkpoint torn by a crash mid-write must not stop the retry: set it aside instead."""
-    from diffexp.algorithms.checkpointing import CheckpointError, verify_checkpoint
-
-    try:
-        verify_checkpoint(path)
-        return True
-    except CheckpointError:
-        path.rename(path.with_name(f"{path.name}.broken-{int(time.time())}"))
-        return False
+from diffexp.harness.study import describe
+from diffexp.harness.tracking import Tracker
 
 
 class Worker:
@@ -594,7 +345,7 @@ class Worker:
                 trial.set_user_attr("diffexp:reused_result", str(result_file))
                 return float(result["value"])
         last = trial_dir / "checkpoints" / "last.ckpt"
-        if last.exists() and checkpoint_usable(last):
+        if last.exists() and checkpoint_usable_or_set_aside(last):
             trial.set_user_attr("diffexp:resumed_from", str(last))
             self.note(f"trial #{trial.number} {key}: resuming from {last}")
         prune = self.ctx.study.kind == "search" and spec.search.pruner.kind != "none"
@@ -669,151 +420,6 @@ class Worker:
         self.log(f"trial #{trial.number} {key}: {note}; re-queued")
 
 
-# -- launching ---------------------------------------------------------------------------------
-def best_trial_line(study, direction: str) -> str | None:
-    from optuna.trial import TrialState
-
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    if not done:
-        return None
-    best = max(done, key=lambda t: t.value) if direction == "maximize" else min(done, key=lambda t: t.value)
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
-    return (
-        f"best trial #{best.number} ({trial_key_of(best)}): value {best.value:.6g}; {params}; "
-        f"run dir {best.user_attrs.get('diffexp:run_dir')}; MLflow run {best.user_attrs.get('diffexp:mlflow_run_id')}"
-    )
-
-
-def worker_command(ctx: SweepContext, name: str, verbose: bool = False) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "diffexp.harness.worker",
-        str(ctx.study.path.resolve()),
-        "--run-dir",
-        str(ctx.run_dir),
-        "--storage",
-        ctx.storage.url,
-        "--tracking-uri",
-        ctx.tracking_uri,
-        "--name",
-        name,
-    ]
-    command += ["--profile", ctx.study.profile] if ctx.study.profile else []
-    return command + (["--verbose"] if verbose else [])
-
-
-def share_of_cores(workers: int, cores: int | None = None) -> int:
-    """Each worker's equal share of the cores (at least one)."""
-    return max(1, (cores or os.cpu_count() or 1) // workers)
-
-
-def _subprocess_env(threads: int | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    if threads is not None:  # torch takes its intra-op thread count from OMP_NUM_THREADS
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
-
-
-def run_sweep(
-    ctx: SweepContext,
-    workers: int = 1,
-    log=print,
-    wait_for_running: bool = True,
-    threads_per_worker: int | None = None,
-    verbose: bool = False,
-) -> int:
-    """Set the study up, run ``workers`` workers on this machine (subprocesses when > 1, each with
-    ``threads_per_worker`` torch threads, default an equal share of the cores), print the study's
-    progress and best trial. Returns 0 when every trial is done, 1 otherwise."""
-    threads = threads_per_worker or (share_of_cores(workers) if workers > 1 else None)
-    log(f"study {ctx.study.name} ({ctx.study.kind}, {ctx.total} trials) | run dir {ctx.run_dir}")
-    log(
-        f"storage {ctx.storage.display} | MLflow {redact(ctx.tracking_uri)} | {workers} worker(s)"
-        + (f", {threads} thread(s) each" if threads else "")
-    )
-    if ctx.storage.path is None and ctx.tracking_uri.startswith("sqlite:"):
-        log(
-            "note: the study is shared but MLflow tracking is local to this machine; pass --tracking-uri "
-            "(an MLflow server) so that every machine's runs land in one experiment"
-        )
-    study = setup_study(ctx, log=log)
-    if workers == 1:
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        try:
-            previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        except ValueError:  # not the main thread
-            previous = None
-        try:
-            Worker(ctx, name="w0", wait_for_running=wait_for_running, capture=not verbose).run()
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-    else:
-        if ctx.study.path is None:
-            raise ValueError("several workers need a study file (they re-read it)")
-        env = _subprocess_env(threads)
-        procs = [subprocess.Popen(worker_command(ctx, f"w{i}", verbose), env=env) for i in range(workers)]
-
-        def forward(signum, frame):
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(signum)
-
-        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            codes = wait_with_display(
-                ctx.study.name,
-                lambda: study_progress(study, ctx.total, ctx.keys()),
-                procs,
-                live=not verbose and sys.stdout.isatty(),
-            )
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-        for i, code in enumerate(codes):
-            if code:
-                log(f"worker w{i} exited with status {code}")
-    progress = study_progress(study, ctx.total, ctx.keys())
-    log(f"study {ctx.study.name}: {progress.line()}")
-    best = best_trial_line(study, ctx.study.spec.objective.direction)
-    if best:
-        log(best)
-    return 0 if progress.failed == 0 and progress.finished else 1
-
-
-def print_status(ctx: SweepContext, log=print) -> int:
-    import optuna
-
-    _quiet_optuna()
-    missing = ValueError(
-        f"no study {ctx.study.name!r} in {ctx.storage.display} yet: run `diffexp sweep {ctx.study.source}` first"
-    )
-    if ctx.storage.path is not None and not ctx.storage.path.exists():
-        raise missing
-    storage = open_storage(ctx.storage, ctx.study.spec.heartbeat_interval, ctx.study.spec.effective_grace_period)
-    try:
-        study = optuna.load_study(study_name=ctx.study.name, storage=storage)
-    except KeyError:
-        raise missing from None
-    log(status_table(study, ctx.keys()))
-    log(f"study {ctx.study.name}: {study_progress(study, ctx.total, ctx.keys()).line()}")
-    best = best_trial_line(study, ctx.study.spec.objective.direction)
-    if best:
-        log(best)
-    return 0
-
-
-def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)  # the running trial is closed as failed and re-queued
-
-
 def main(argv: list[str] | None = None) -> int:
     """One worker process: ``python -m diffexp.harness.worker STUDY.yaml --storage URL ...``
     (what ``diffexp sweep --workers N`` starts; set-up is the launcher's job)."""
@@ -828,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="the trainings' own output on the console, not in train.log")
     args = p.parse_args(argv)
     ctx = resolve_context(args.study, args.run_dir, args.storage, args.tracking_uri, profile=args.profile)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     Worker(ctx, name=args.name, wait_for_running=not args.no_wait, capture=not args.verbose).run()
     return 0
 

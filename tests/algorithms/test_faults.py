@@ -181,3 +181,12 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch):
     ):
         run(config)
     assert queries_in(tmp_path / "nanloss" / "checkpoints" / "last.ckpt") == PER_EPOCH
+
+
+def test_a_torn_checkpoint_is_set_aside_for_the_retry(tmp_path):
+    from diffexp.algorithms.checkpointing import checkpoint_usable_or_set_aside
+
+    torn = tmp_path / "last.ckpt"
+    torn.write_bytes(b"PK\x03\x04 half a zip")
+    assert not checkpoint_usable_or_set_aside(torn)
+    assert not torn.exists() and [p.name.startswith("last.ckpt.broken-") for p in tmp_path.iterdir()] == [True]

@@ -15,11 +15,12 @@ import yaml
 from optuna.trial import TrialState
 
 from diffexp.harness.cli import sweep_main
+from diffexp.harness.context import resolve_context, setup_study
+from diffexp.harness.launch import _subprocess_env, run_sweep, worker_command
 from diffexp.harness.progress import KEY_ATTR, group_trials
 from diffexp.harness.storage import open_storage
 from diffexp.harness.study import load_study
 from diffexp.harness.tracking import Tracker
-from diffexp.harness.worker import _subprocess_env, resolve_context, run_sweep, setup_study, worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_GRID = ROOT / "experiments" / "ablations" / "tiny_grid.yaml"
@@ -144,7 +145,7 @@ def test_two_launchers_on_a_new_study_both_exit_0(tmp_path):
 
 SETUP_ONLY = """
 import sys
-from diffexp.harness.worker import resolve_context, setup_study
+from diffexp.harness.context import resolve_context, setup_study
 setup_study(resolve_context(sys.argv[1], sys.argv[2]))
 """
 

@@ -8,8 +8,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from diffexp.harness.context import resolve_context, setup_study
+from diffexp.harness.heartbeat import HEARTBEAT_ATTR, Heartbeat
 from diffexp.harness.progress import IGNORED_ATTR, KEY_ATTR, study_progress
-from diffexp.harness.worker import HEARTBEAT_ATTR, Heartbeat, Worker, resolve_context, setup_study
+from diffexp.harness.worker import Worker
 
 TINY_GRID = Path(__file__).resolve().parents[2] / "experiments" / "ablations" / "tiny_grid.yaml"
 SEARCH = {
@@ -215,8 +217,8 @@ def test_simultaneous_mlflow_runs_of_one_cell_collapse_to_the_earliest(tmp_path,
 def test_finished_cells_of_a_changed_config_are_refused(tmp_path):
     """A finished cell whose run config hashes differently now (a base config, a default or the
     shipped embedded weights changed) stops the sweep with an error naming the cell."""
+    from diffexp.harness.context import trial_config
     from diffexp.harness.study import StudyError, describe
-    from diffexp.harness.worker import trial_config
 
     ctx = context(tmp_path)
     study = setup_study(ctx, log=lambda *_: None)
@@ -281,7 +283,7 @@ def test_concurrent_claims_take_distinct_trials(tmp_path):
 
 
 def test_sweep_workers_get_an_equal_share_of_the_cores():
-    from diffexp.harness.worker import _subprocess_env, share_of_cores
+    from diffexp.harness.launch import _subprocess_env, share_of_cores
 
     assert share_of_cores(2, cores=2) == 1 and share_of_cores(3, cores=16) == 5 and share_of_cores(4, cores=2) == 1
     env = _subprocess_env(3)
