@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from diffexp.algorithms.config import ConfigError, load_config, parse_overrides
 from diffexp.algorithms.mlflow_run import flatten_config
 from diffexp.harness.storage import StorageError, parse_storage_url
-from diffexp.harness.study import StudyError, study_from_dict
+from diffexp.harness.study import study_from_dict
+from diffexp.harness.study_file import StudyError
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_CONFIG = yaml.safe_load((ROOT / "experiments" / "embedded" / "ddpo.yaml").read_text())

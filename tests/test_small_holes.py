@@ -99,7 +99,7 @@ def test_captions_draw_accents_and_mark_what_the_font_lacks():
 
 def test_a_typo_in_the_objective_metric_fails_the_dry_run(tmp_path):
     from diffexp.harness.cli import dry_run
-    from diffexp.harness.study import StudyError
+    from diffexp.harness.study_file import StudyError
 
     data = yaml.safe_load((ROOT / "experiments" / "ablations" / "tiny_grid.yaml").read_text())
     data["objective"]["metric"] = "eval_reward_maen"

@@ -116,8 +116,8 @@ def dry_run(
 ) -> int:
     """Validate the study and each trial's run config (``load_config``); print the trials."""
     from diffexp.harness.context import resolve_context
+    from diffexp.harness.run_identity import describe, queries_per_epoch
     from diffexp.harness.storage import redact
-    from diffexp.harness.study import describe, queries_per_epoch
 
     out = out or sys.stdout
     ctx = resolve_context(study_path, run_dir, storage, tracking_uri, create=False, profile=profile)

@@ -13,8 +13,9 @@ from diffexp.harness.progress import (
     group_trials,
     key_state,
 )
+from diffexp.harness.run_identity import describe
 from diffexp.harness.storage import StorageSpec, open_storage, parse_storage_url, retry_callback_class
-from diffexp.harness.study import StudyPlan, describe, load_study
+from diffexp.harness.study import StudyPlan, load_study
 from diffexp.harness.tracking import Tracker, tracking_uri_for
 
 FINGERPRINT_ATTR = "diffexp:fingerprint"
@@ -148,7 +149,7 @@ def refuse_stale_cells(ctx: SweepContext, groups: dict) -> None:
     shipped embedded weights changed since it ran) must not pass for a result of this one."""
     from optuna.trial import TrialState
 
-    from diffexp.harness.study import StudyError
+    from diffexp.harness.study_file import StudyError
 
     stale = []
     for cell in ctx.study.cells():

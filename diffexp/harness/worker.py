@@ -56,9 +56,9 @@ from diffexp.harness.progress import (
     study_progress,
     trial_key_of,
 )
+from diffexp.harness.run_identity import describe
 from diffexp.harness.run_log import LOG_NAME, trial_output
 from diffexp.harness.run_log import console as _console
-from diffexp.harness.study import describe
 from diffexp.harness.tracking import Tracker
 
 

@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from diffexp.harness.cli import add_sweep_command, dry_run
-from diffexp.harness.study import StudyError, cell_key, config_hash, describe, load_study, study_from_dict
+from diffexp.harness.run_identity import cell_key, config_hash, describe
+from diffexp.harness.study import load_study, study_from_dict
+from diffexp.harness.study_file import StudyError
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_GRID = ROOT / "experiments" / "ablations" / "tiny_grid.yaml"

@@ -175,7 +175,7 @@ def test_a_finished_result_is_not_retrained(tmp_path, monkeypatch):
     import json
 
     import diffexp.algorithms.runner as runner
-    from diffexp.harness.study import config_hash
+    from diffexp.harness.run_identity import config_hash
 
     monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("retrained"))
     ctx = context(tmp_path)
@@ -218,7 +218,8 @@ def test_finished_cells_of_a_changed_config_are_refused(tmp_path):
     """A finished cell whose run config hashes differently now (a base config, a default or the
     shipped embedded weights changed) stops the sweep with an error naming the cell."""
     from diffexp.harness.context import trial_config
-    from diffexp.harness.study import StudyError, describe
+    from diffexp.harness.run_identity import describe
+    from diffexp.harness.study_file import StudyError
 
     ctx = context(tmp_path)
     study = setup_study(ctx, log=lambda *_: None)
@@ -239,7 +240,7 @@ def test_finished_cells_of_a_changed_config_are_refused(tmp_path):
 def test_config_hash_follows_the_shipped_embedded_weights(monkeypatch):
     import diffexp.embedded as world
     from diffexp.algorithms.config import load_config
-    from diffexp.harness.study import config_hash
+    from diffexp.harness.run_identity import config_hash
     from diffexp.plugins import FINGERPRINTS, load_plugins
 
     embedded = load_config(None, {"model.pretrained": "embedded"})
