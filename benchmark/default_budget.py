@@ -74,7 +74,7 @@ def fixed_set_score(module, num_samples: int) -> tuple[float, float]:
     generator = torch.Generator().manual_seed(FIXED_SET_SEED)  # draws the prompts, then the noise
     order = torch.randperm(len(module.train_prompts), generator=generator).tolist()
     prompts = [module.train_prompts[order[i % len(order)]] for i in range(num_samples)]
-    traj = module.sample_without_exploration(prompts, generator)
+    traj = module.heldout.sample(prompts, generator)
     rewards = module.reward_fn(traj.images, traj.prompts)
     return rewards.mean().item(), float(np.mean(evaluate(traj.images, traj.prompts)))
 

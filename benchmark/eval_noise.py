@@ -35,7 +35,7 @@ def evaluate_run(trial_dir: Path, eval_seeds: list[int]) -> tuple[list[float], l
     torch.manual_seed(config.run.seed)
     module = build_module(config)
     module.on_fit_start()
-    module.save_eval_images = lambda *args, **kwargs: None  # measurements only
+    module.heldout.save_images = lambda *args, **kwargs: None  # measurements only
     base, final = [], []
     for seed in eval_seeds:
         module.config.run.eval_seed = seed

@@ -226,9 +226,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(describe_config(config))
         return 0
-    from diffexp.algorithms.base import NonFiniteError
     from diffexp.algorithms.runner import run
-    from diffexp.algorithms.stopping import TrainingStopped
+    from diffexp.algorithms.stopping import NonFiniteError, TrainingStopped
 
     try:
         run(config, resume=not args.restart)

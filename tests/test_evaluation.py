@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from diffexp.algorithms import base as base_module
+from diffexp.algorithms import heldout
 from diffexp.algorithms.base import evenly_spaced
 from diffexp.algorithms.config import load_config
 from diffexp.algorithms.runner import run
@@ -92,7 +92,7 @@ def _run(tmp_path, name, **extra):
 
 
 def test_a_run_starts_with_the_base_model_and_counts_eval_samples_apart(tmp_path):
-    base_module._BASE_EVALUATIONS.clear()
+    heldout._BASE_EVALUATIONS.clear()
     df = _run(tmp_path, "a")
     assert list(df["step"]) == [0, 4]  # 0 queries: the base model; then one epoch of 4 reward queries
     start, end = df.iloc[0], df.iloc[1]
@@ -113,12 +113,12 @@ def test_a_run_starts_with_the_base_model_and_counts_eval_samples_apart(tmp_path
 
 
 def test_every_seed_sees_the_same_evaluation_noise_and_the_base_evaluation_is_shared(tmp_path):
-    base_module._BASE_EVALUATIONS.clear()
+    heldout._BASE_EVALUATIONS.clear()
     first = _run(tmp_path, "s0", **{"run.seed": 0})
-    assert len(base_module._BASE_EVALUATIONS) == 1
+    assert len(heldout._BASE_EVALUATIONS) == 1
     second = _run(tmp_path, "s1", **{"run.seed": 1})  # reuses the base-model evaluation of "s0"
-    assert len(base_module._BASE_EVALUATIONS) == 1
-    base_module._BASE_EVALUATIONS.clear()
+    assert len(heldout._BASE_EVALUATIONS) == 1
+    heldout._BASE_EVALUATIONS.clear()
     fresh = _run(tmp_path, "s2", **{"run.seed": 2})  # evaluates it again
     evals = [c for c in first.columns if c.startswith("eval_")]
     for df in (second, fresh):

@@ -11,9 +11,6 @@ each optimiser step, because one epoch makes many backward passes per forward of
 from __future__ import annotations
 
 import contextlib
-import json
-import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,25 +21,22 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from diffexp.algorithms import sharding
+from diffexp.algorithms import resume_state, sharding
+from diffexp.algorithms.heldout import HeldOutEvaluation
 from diffexp.algorithms.random_streams import RandomStreams
-from diffexp.algorithms.stopping import raise_if_stop_requested
+from diffexp.algorithms.stopping import NonFiniteError, raise_if_stop_requested
 from diffexp.evaluation import (
-    EVAL_IMAGE_DIR,
     build_evaluator,
     evaluators_for_prompt_set,
-    grid_name,
-    samples_name,
     within_prompt_diversity,
 )
-from diffexp.evaluation.artifacts import PROMPTS_NAME
 from diffexp.exploration import build_strategy
 from diffexp.models import get_pipeline
-from diffexp.models.lora import add_lora, lora_state_dict
+from diffexp.models.lora import add_lora
 from diffexp.models.pipelines import denoiser_of
 from diffexp.prompts.base import PromptLike, as_prompt
 from diffexp.sampling.flow_trajectory import make_sampler
-from diffexp.sampling.trajectory import Trajectory, TrajectorySampler
+from diffexp.sampling.trajectory import TrajectorySampler
 
 
 def resolve_prompts(config, evaluation: bool = False) -> list[PromptLike]:
@@ -81,15 +75,6 @@ def resolve_reward(config):
     if config.weights:
         return build_weighted_sum(config.weights)
     return build_reward(config.name, **config.options)
-
-
-#: base-model evaluations of this process, by evaluation set (see ``evaluate_base_model``)
-_BASE_EVALUATIONS: dict[str, tuple[dict, int, Path]] = {}
-_BASE_EVALUATIONS_KEPT = 8
-
-
-class NonFiniteError(RuntimeError):
-    """A reward or loss became NaN/inf; the message names the epoch, the step and the reward."""
 
 
 class RewardFinetuningModule(L.LightningModule):
@@ -155,6 +140,7 @@ class RewardFinetuningModule(L.LightningModule):
         self.eval_prompts = evenly_spaced(resolve_prompts(config.prompts, evaluation=True), config.run.eval_num_prompts)
         self.streams = RandomStreams()  # prompts, noise, exploration: common random numbers across arms
         self.eval_samples = 0  # held-out samples drawn so far (scored, but not reward queries)
+        self.heldout = HeldOutEvaluation(self)
 
     # -- the epoch template: an algorithm implements generate and update ----------------------
     def rounds_per_epoch(self) -> int:
@@ -382,122 +368,12 @@ class RewardFinetuningModule(L.LightningModule):
         out["num_unique_prompts"] = float(len(per_prompt))
         return out
 
-    # -- held-out evaluation ---------------------------------------------------------------
-    @torch.no_grad()
+    # -- held-out evaluation (heldout.py) ----------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        """The held-out set: the same prompts and noise at every evaluation of every run of a study
-        (``run.eval_seed``), sampled without exploration at the base CFG scale, scored by the reward,
-        the extra ``run.eval_rewards`` and the evaluators. Not counted as reward queries."""
-        run = self.config.run
-        prompts = [p for p in self.eval_prompts for _ in range(run.eval_samples_per_prompt)]
-        traj = self.sample_without_exploration(prompts, torch.Generator().manual_seed(run.eval_seed))
-        self.eval_samples += len(traj)
-        rewards = self.reward_fn(traj.images, traj.prompts)
-        if not torch.isfinite(rewards).all():
-            raise NonFiniteError(
-                f"epoch {self.current_epoch}, evaluation: reward {self.config.reward.name!r} returned "
-                f"{int((~torch.isfinite(rewards)).sum())} non-finite values on the evaluation set"
-            )
-        metrics = {
-            "eval_reward_mean": rewards.mean().item(),
-            "eval_reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
-            "eval_diversity": within_prompt_diversity(traj.images, traj.prompts),
-        }
-        for name, reward in self.eval_rewards.items():
-            metrics[f"eval_score_{name}"] = reward(traj.images, traj.prompts).mean().item()
-        for evaluator in self.evaluators:
-            metrics.update(evaluator(traj.images, traj.prompts))
-        self.save_eval_images(traj.images, traj.prompts, rewards)
-        return metrics
+        return self.heldout.evaluate()
 
     def evaluate_base_model(self) -> dict[str, float]:
-        """:meth:`evaluate` before any update. The untrained module is the base model (a LoRA adapter
-        starts with B = 0, so it adds exactly zero), so every run of a study with the same evaluation
-        set gets the same numbers and images: a process that runs several trials (a sweep worker)
-        evaluates the base model once per evaluation set and reuses it."""
-        key = self._base_evaluation_key()
-        cached = _BASE_EVALUATIONS.get(key)
-        if cached is None:
-            metrics = self.evaluate()
-            folder = Path(self.run_dir) / EVAL_IMAGE_DIR
-            _BASE_EVALUATIONS[key] = (dict(metrics), self.eval_samples, folder)
-            while len(_BASE_EVALUATIONS) > _BASE_EVALUATIONS_KEPT:
-                _BASE_EVALUATIONS.pop(next(iter(_BASE_EVALUATIONS)))
-            return metrics
-        metrics, samples, folder = cached
-        names = [grid_name(0), samples_name(0), PROMPTS_NAME]
-        if not all((folder / n).is_file() for n in names):  # the first run's files are gone: evaluate again
-            _BASE_EVALUATIONS.pop(key)
-            return self.evaluate_base_model()
-        self.eval_samples += samples
-        self.copy_eval_files(folder, names)
-        return dict(metrics)
-
-    def _base_evaluation_key(self) -> str:
-        c = self.config
-        fields = {
-            "model": c.model.model_dump(mode="json"),
-            "steps": c.sample.num_steps,
-            "eta": c.sample.eta,
-            "resolution": c.sample.resolution,
-            "guidance": c.exploration.guidance_scale,
-            "prompts": [str(p) for p in self.eval_prompts],
-            "eval": {
-                k: getattr(c.run, k)
-                for k in ("eval_samples_per_prompt", "eval_seed", "eval_rewards", "evaluators", "precision")
-            },
-            "reward": c.reward.model_dump(mode="json"),
-            "device": str(self.device),
-            "threads": torch.get_num_threads(),
-        }
-        fields["model"].pop("lora", None)  # the adapter's shape does not change the base model
-        return json.dumps(fields, sort_keys=True, default=str)
-
-    def sample_without_exploration(self, prompts: list, generator: torch.Generator) -> Trajectory:
-        """Samples at the base CFG scale with ``generator``, UNet in eval mode (evaluation, never training)."""
-        plan = build_strategy({"strategy": "baseline", "guidance_scale": self.config.exploration.guidance_scale}).plan(
-            prompts, self.config.sample.num_steps, generator
-        )
-        was_training = self.denoiser.training
-        self.denoiser.eval()
-        sampler = getattr(self, "sampler", None) or self.make_sampler()
-        traj = sampler.sample(plan, generator)
-        self.denoiser.train(was_training)
-        return traj
-
-    def save_eval_images(self, images: torch.Tensor, prompts: list[str], rewards: torch.Tensor) -> None:
-        if self.global_rank != 0:
-            return
-        from diffexp.visualize import captioned_grid, image_strip
-
-        captions = [f"{p} | r={r:.2f}" for p, r in zip(prompts, rewards.tolist())]
-        folder = Path(self.run_dir) / EVAL_IMAGE_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        grid = folder / grid_name(self.reward_queries)
-        captioned_grid(images, captions, ncols=max(2, self.config.run.eval_samples_per_prompt * 2), cell=96).save(grid)
-        samples = folder / samples_name(self.reward_queries)
-        image_strip(images).save(samples)
-        (folder / PROMPTS_NAME).write_text(json.dumps(list(prompts)))
-        self.log_eval_artifacts([grid, samples, folder / PROMPTS_NAME])
-
-    def copy_eval_files(self, source: Path, names: list[str]) -> None:
-        """Another run's evaluation files (the shared base-model evaluation) into this run's folder."""
-        if self.global_rank != 0:
-            return
-        folder = Path(self.run_dir) / EVAL_IMAGE_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        copied = []
-        for name in names:
-            if source.resolve() != folder.resolve():
-                shutil.copyfile(source / name, folder / name)
-            copied.append(folder / name)
-        self.log_eval_artifacts(copied)
-
-    def log_eval_artifacts(self, paths: list[Path]) -> None:
-        for logger in self.loggers:
-            if hasattr(logger, "experiment") and hasattr(logger, "run_id") and logger.run_id:
-                for path in paths:
-                    logger.experiment.log_artifact(logger.run_id, str(path), artifact_path=EVAL_IMAGE_DIR)
+        return self.heldout.evaluate_base_model()
 
     @property
     def run_dir(self) -> str:
@@ -527,72 +403,14 @@ class RewardFinetuningModule(L.LightningModule):
 
     # -- checkpoint state: trainable weights, counters, stat tracker, every RNG ----------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.config.model.use_lora:
-            trainable = lora_state_dict(self.denoiser)  # peft's key names; restored in on_load_checkpoint
-        else:
-            trainable = {f"unet.{k}": v for k, v in self.denoiser.state_dict().items()}
-        trainable = {k: sharding.full(v) for k, v in trainable.items()}  # whole tensors (FSDP: a collective)
-        if not all(bool(torch.isfinite(v).all()) for v in trainable.values()):  # never a NaN "last good" state
-            raise NonFiniteError(f"epoch {self.current_epoch}: refusing to checkpoint non-finite trainable weights")
-        checkpoint["state_dict"] = {k: v.detach().cpu() for k, v in trainable.items()}
-        held_back = [  # see RunMLFlowLogger.recover: a kill between this write and the commit loses nothing
-            {"metrics": dict(m), "step": int(step)}
-            for logger in self.loggers
-            for m, step in getattr(logger, "pending", [])
-        ]
-        checkpoint["diffexp"] = {
-            "config": json.dumps(self.config.model_dump(mode="json")),
-            "held_back_metrics": held_back,
-            "reward_queries": self.reward_queries,
-            "random_streams": self.streams.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": _numpy_state(),
-            "python_rng": _python_state(),
-            "extra": self.extra_state(),
-        }
-        if self.world_size > 1:  # each process's own random streams (a resume must continue every one)
-            own = {k: checkpoint["diffexp"][k] for k in ("random_streams", "torch_rng", "extra")}
-            every = [None] * self.world_size
-            dist.all_gather_object(every, own)
-            checkpoint["diffexp"]["per_rank"] = every
+        resume_state.save(self, checkpoint)
 
     def load_trainable(self, state_dict: dict) -> None:
         """Trainable weights as ``on_save_checkpoint`` stores them (LoRA keys, or ``unet.``-prefixed)."""
-        if self.config.model.use_lora and self.sharded:  # into the shards, by the adapter's parameter names
-            params = {n.replace(".default.", "."): p for n, p in self.denoiser.named_parameters() if "lora_" in n}
-            sharding.load_full_into(params, state_dict)
-        elif self.config.model.use_lora:
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(self.denoiser, state_dict, adapter_name="default")
-        else:
-            self.denoiser.load_state_dict({k.removeprefix("unet."): v for k, v in state_dict.items()})
+        resume_state.load_trainable(self, state_dict)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["diffexp"]
-        per_rank = state.get("per_rank") or []
-        if len(per_rank) == self.world_size > 1:
-            state = {**state, **per_rank[self.global_rank]}
-        if self.config.model.use_lora:
-            self.load_trainable(checkpoint["state_dict"])
-            checkpoint["state_dict"] = {}
-        self.reward_queries = int(state["reward_queries"])
-        self._held_back_metrics = [(m["metrics"], m["step"]) for m in state.get("held_back_metrics", [])]
-        if self._trainer is not None and self.global_rank == 0:
-            for logger in self.loggers:  # epochs past the checkpoint are re-run: drop their rows
-                if hasattr(logger, "truncate_after"):
-                    logger.truncate_after(self.reward_queries)
-        if "random_streams" not in state:
-            raise ValueError(
-                "the checkpoint was written before each run had separate prompt, noise and exploration "
-                "streams (common random numbers across arms); start the run over with --restart"
-            )
-        self.streams.load_state_dict(state["random_streams"])
-        self._restored_generator = True
-        torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(_numpy_unpack(state["numpy_rng"]))
-        random.setstate(_python_unpack(state["python_rng"]))
-        self.load_extra_state(state["extra"])
+        resume_state.restore(self, checkpoint)
 
     def extra_state(self) -> dict:
         return {}
@@ -614,27 +432,3 @@ class PhaseClock:
             yield
         finally:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
-
-
-def _numpy_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "name": name,
-        "keys": torch.from_numpy(keys.astype(np.int64)),
-        "pos": pos,
-        "has_gauss": has_gauss,
-        "cached": cached,
-    }
-
-
-def _numpy_unpack(state: dict):
-    return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"])
-
-
-def _python_state() -> dict:
-    version, internal, gauss = random.getstate()
-    return {"version": version, "internal": list(internal), "gauss": gauss}
-
-
-def _python_unpack(state: dict):
-    return (state["version"], tuple(state["internal"]), state["gauss"])

@@ -18,6 +18,10 @@ _requested: int | None = None
 class TrainingStopped(RuntimeError):
     """The training was asked to stop (a signal); its last checkpoint is the resume point."""
 
+
+class NonFiniteError(RuntimeError):
+    """A reward or loss became NaN/inf; the message names the epoch, the step and the reward."""
+
     def __init__(self, signum: int, where: str):
         self.signum = signum
         super().__init__(f"stopped by {signal.Signals(signum).name} at {where}; re-run the same command to resume")

@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-from diffexp.algorithms.base import NonFiniteError
 from diffexp.algorithms.config import load_config
 from diffexp.algorithms.runner import run
+from diffexp.algorithms.stopping import NonFiniteError
 from diffexp.rewards.base import Reward
 
 EPOCHS, PER_EPOCH = 4, 4

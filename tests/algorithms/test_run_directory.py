@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from diffexp.algorithms.base import NonFiniteError
 from diffexp.algorithms.config import ConfigError, load_config
 from diffexp.algorithms.run_directory import RunDirectory, RunDirectoryError, config_differences
 from diffexp.algorithms.runner import run
+from diffexp.algorithms.stopping import NonFiniteError
 
 BASE = {
     "model": {"pretrained": "tiny-sd15"},
