@@ -306,9 +306,13 @@ def _check_keys(data: dict, source: str, prefix: str = "") -> None:
 
 def config_class(algorithm: str):
     """The config class of a registered algorithm."""
-    from diffexp.algorithms.registry import get_algorithm
+    from diffexp.algorithms.registry import ALGORITHMS
+    from diffexp.registry import UnknownNameError
 
-    return get_algorithm(str(algorithm)).config_class
+    try:
+        return ALGORITHMS[str(algorithm)].config_class
+    except UnknownNameError as err:
+        raise ConfigError(f"algorithm: {err}") from None
 
 
 def describe_config(config: BaseModel, indent: int = 0) -> str:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import lightning as L
 import torch
 
 from diffexp.algorithms.stopping import NonFiniteError
@@ -17,16 +17,13 @@ from diffexp.evaluation.artifacts import PROMPTS_NAME
 from diffexp.exploration import build_strategy
 from diffexp.sampling.trajectory import Trajectory
 
-if TYPE_CHECKING:
-    from diffexp.algorithms.base import RewardFinetuningModule
-
 #: base-model evaluations of this process, by evaluation set (see ``evaluate_base_model``)
 _BASE_EVALUATIONS: dict[str, tuple[dict, int, Path]] = {}
 _BASE_EVALUATIONS_KEPT = 8
 
 
 class HeldOutEvaluation:
-    def __init__(self, module: RewardFinetuningModule):
+    def __init__(self, module: L.LightningModule):
         self.module = module
 
     @torch.no_grad()

@@ -47,8 +47,6 @@ def algorithm_names() -> list[str]:
 
 
 def get_algorithm(name: str) -> Algorithm:
-    if name not in ALGORITHMS:
-        from diffexp.algorithms.config import ConfigError
-
-        raise ConfigError(f"algorithm: unknown algorithm {name!r}; registered: {ALGORITHMS.names()}")
+    """The registered algorithm ``name`` (:class:`~diffexp.registry.UnknownNameError` otherwise;
+    a config names only registered ones, see ``config_class``)."""
     return ALGORITHMS[name]

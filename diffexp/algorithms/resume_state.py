@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import TYPE_CHECKING
 
+import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -17,11 +17,8 @@ from diffexp.algorithms import sharding
 from diffexp.algorithms.stopping import NonFiniteError
 from diffexp.models.lora import lora_state_dict
 
-if TYPE_CHECKING:
-    from diffexp.algorithms.base import RewardFinetuningModule
 
-
-def save(module: RewardFinetuningModule, checkpoint: dict) -> None:
+def save(module: L.LightningModule, checkpoint: dict) -> None:
     """The trainable weights (whole tensors, checked finite) and everything a resume needs."""
     if module.config.model.use_lora:
         trainable = lora_state_dict(module.denoiser)  # peft's key names; restored by restore()
@@ -53,7 +50,7 @@ def save(module: RewardFinetuningModule, checkpoint: dict) -> None:
         checkpoint["diffexp"]["per_rank"] = every
 
 
-def load_trainable(module: RewardFinetuningModule, state_dict: dict) -> None:
+def load_trainable(module: L.LightningModule, state_dict: dict) -> None:
     """Trainable weights as ``on_save_checkpoint`` stores them (LoRA keys, or ``unet.``-prefixed)."""
     if module.config.model.use_lora and module.sharded:  # into the shards, by the adapter's parameter names
         params = {n.replace(".default.", "."): p for n, p in module.denoiser.named_parameters() if "lora_" in n}
@@ -66,7 +63,7 @@ def load_trainable(module: RewardFinetuningModule, state_dict: dict) -> None:
         module.denoiser.load_state_dict({k.removeprefix("unet."): v for k, v in state_dict.items()})
 
 
-def restore(module: RewardFinetuningModule, checkpoint: dict) -> None:
+def restore(module: L.LightningModule, checkpoint: dict) -> None:
     """What :func:`save` wrote, back into ``module`` (this process's own streams under DDP)."""
     state = checkpoint["diffexp"]
     per_rank = state.get("per_rank") or []

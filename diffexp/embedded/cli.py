@@ -107,7 +107,8 @@ def _ship(args) -> int:
     import torch
     from transformers import CLIPModel, CLIPVisionModelWithProjection
 
-    from diffexp.embedded.training import GENERATOR_STAGES, stages
+    from diffexp.embedded.stage_tools import GENERATOR_STAGES
+    from diffexp.embedded.training import stages
 
     work = Path(args.work_dir)
     done = [s for s in stages() if s != "latents" and (work / s / "DONE").exists()]

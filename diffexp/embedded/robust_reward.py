@@ -32,7 +32,7 @@ from diffexp.embedded.reward_training import _feat, degrade, hard_negative, worl
 from diffexp.embedded.rewards import clip_normalise
 from diffexp.embedded.scenes import SceneSpec, caption, render, to_tensor
 from diffexp.embedded.settings import TrainSettings
-from diffexp.embedded.stage_tools import StageCheckpoint, lr_schedule, stage_rng, token_ids
+from diffexp.embedded.stage_tools import GENERATOR_STAGES, StageCheckpoint, lr_schedule, stage_rng, token_ids
 
 
 def image_negative(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec:
@@ -195,7 +195,6 @@ def train_robust_reward_clip(settings: TrainSettings) -> Path:
 def _generator(settings: TrainSettings):
     """The work dir's last finished generator, else the shipped one."""
     from diffexp.embedded.pipeline import load_world_pipeline
-    from diffexp.embedded.training import GENERATOR_STAGES
 
     for stage in reversed(GENERATOR_STAGES):
         folder = Path(settings.work_dir) / stage / "pipeline"

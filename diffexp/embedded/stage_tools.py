@@ -14,6 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from diffexp.models.tokenizer import MODEL_MAX_LENGTH, clip_tokenizer
 
+#: The stages that train the generator, in order (each continues from the previous one).
+GENERATOR_STAGES = ("generator", "generator_finetune", "generator_refine", "generator_context")
+
 
 def stage_rng(seed: int, stage: str, step: int) -> np.random.Generator:
     """The generator of one step of one stage: resuming at any step draws what an unbroken run would."""

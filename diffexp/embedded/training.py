@@ -381,8 +381,6 @@ def save_world_pipeline(
     pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
 
 
-#: The stages that train the generator, in order (each continues from the previous one).
-GENERATOR_STAGES = ("generator", "generator_finetune", "generator_refine", "generator_context")
 #: Stages that run only when named in ``--stages``: the shipped models were trained without them.
 OPT_IN_STAGES = ("reward_clip_robust",)
 
@@ -419,25 +417,6 @@ def train(settings: TrainSettings, only: list[str] | None = None) -> None:
         t0 = time.time()
         fn(settings)
         print(f"stage {name}: {time.time() - t0:.0f} s")
-
-
-def export_generator_checkpoint(settings: TrainSettings, out: Path, use_ema: bool = True) -> Path:
-    """Save the generator's latest checkpoint (EMA weights by default) as a pipeline, e.g. to
-    inspect a run that is still training."""
-    data_dir = Path(settings.work_dir) / "latents"
-    scaling = json.loads((data_dir / "DONE").read_text())["scaling_factor"]
-    stage = next((s for s in reversed(GENERATOR_STAGES) if (Path(settings.work_dir) / s / "state.pt").exists()), None)
-    if stage is None:
-        raise FileNotFoundError(f"no generator checkpoint in {settings.work_dir}; stages: {GENERATOR_STAGES}")
-    tensors = load_file(str(Path(settings.work_dir) / stage / "weights.safetensors"))
-    unet, text_encoder = architecture.unet(), architecture.text_encoder()
-    for name, module in (("unet", unet), ("text_encoder", text_encoder)):
-        module.load_state_dict({k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")})
-    if use_ema:
-        _copy_ema_weights(tensors, list(unet.parameters()) + list(text_encoder.parameters()))
-    context = settings.context_length if stage == "generator_context" else MODEL_MAX_LENGTH
-    save_world_pipeline(settings, unet, text_encoder, Path(out), scaling, context)
-    return Path(out)
 
 
 def seed_from_shipped(settings: TrainSettings, pipeline_dir: Path, through: str = "generator_finetune") -> None:

@@ -3,15 +3,10 @@ and the heartbeat's verdict, after every epoch."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from diffexp.harness.heartbeat import Heartbeat, TrialLost
 
-if TYPE_CHECKING:
-    from diffexp.harness.worker import Worker
 
-
-def trial_callback(worker: Worker, trial, key: str, heartbeat: Heartbeat, prune: bool):
+def trial_callback(worker, trial, key: str, heartbeat: Heartbeat, prune: bool):
     """A Lightning callback that, after every epoch, prints progress, reports the intermediate
     metric (step = reward queries) to the Optuna trial and prunes if the pruner says so; and
     stops the run if the trial was lost. (Built lazily: Lightning is imported only to train.)"""
