@@ -3,7 +3,8 @@
 The signal handler only sets a flag; the sampler (at every DDIM step) and the updates (at every
 loss) check it and raise :class:`TrainingStopped`, so nothing is left half-written (checkpoints and
 metric files are written between steps) and the last checkpoint stays the resume point. A second
-Ctrl-C interrupts at once.
+Ctrl-C interrupts at once. The other way a run stops early, a non-finite reward, loss or weight,
+raises :class:`NonFiniteError`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ _requested: int | None = None
 class TrainingStopped(RuntimeError):
     """The training was asked to stop (a signal); its last checkpoint is the resume point."""
 
-
-class NonFiniteError(RuntimeError):
-    """A reward or loss became NaN/inf; the message names the epoch, the step and the reward."""
-
     def __init__(self, signum: int, where: str):
         self.signum = signum
         super().__init__(f"stopped by {signal.Signals(signum).name} at {where}; re-run the same command to resume")
+
+
+class NonFiniteError(RuntimeError):
+    """A reward or loss became NaN/inf; the message names the epoch, the step and the reward."""
 
 
 def _handle(signum, frame) -> None:
