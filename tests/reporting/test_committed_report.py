@@ -78,3 +78,12 @@ def test_readme_quotes_the_verdict(profile, report):
     quoted = text[text.index(start) + len(start) : text.index(end)].strip()
     assert quoted == (report / "verdict.md").read_text().strip()
     assert f"reports/{PROFILES[profile]}/index.html" in text
+
+
+def test_a_profile_without_a_committed_report_has_no_verdict_quoted():
+    text = README.read_text()
+    for profile, folder in PROFILES.items():
+        start, end = readme_markers(profile)
+        quoted = text[text.index(start) + len(start) : text.index(end)].strip()
+        if not (REPORTS / folder / "index.html").is_file():
+            assert quoted.startswith("- not yet run"), profile
