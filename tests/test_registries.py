@@ -1,18 +1,13 @@
-"""Adding to the library from outside it: a toy algorithm and a toy world (pipeline, prompt set,
-reward, evaluator) registered here through the public registries train one epoch on the tiny
-SD 1.5 twin, with no core file edited."""
+"""Adding to the library from outside it: the example plugin's algorithm and reward
+(``tests/example_plugin``) and a toy world (pipeline, prompt set, evaluator), registered here through
+the public registries, train one epoch on the tiny SD 1.5 twin, with no core file edited."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import pandas as pd
 import pytest
-import torch
-from pydantic import Field
 
-from diffexp.algorithms.base import RewardFinetuningModule
-from diffexp.algorithms.config import AlgorithmConfig, ConfigError, TrainConfig, load_config
+from diffexp.algorithms.config import ConfigError, load_config
 from diffexp.algorithms.registry import ALGORITHMS, register_algorithm
 from diffexp.algorithms.runner import run
 from diffexp.evaluation import evaluators as evaluator_registry
@@ -20,40 +15,9 @@ from diffexp.evaluation import register_evaluator
 from diffexp.models import PIPELINES, register_pipeline
 from diffexp.prompts.base import Prompt
 from diffexp.prompts.sets import PROMPT_SETS, register_prompt_set
-from diffexp.rewards import REWARDS, Reward, register_reward
-
-
-class ToyConfig(AlgorithmConfig):
-    algorithm: Literal["toy_reinforce"] = "toy_reinforce"
-    train: TrainConfig = Field(default_factory=TrainConfig)
-
-
-class ToyReinforce(RewardFinetuningModule):
-    """REINFORCE on the last denoising step: loss = -mean((r - mean r) * log pi(x_0 | x_1))."""
-
-    @torch.no_grad()
-    def generate(self, round_index):
-        s = self.config.sample
-        plan = self.strategy.plan(self.draw_prompts(s.batch_size), s.num_steps, self.streams.exploration)
-        return self.sampler.sample(plan, self.streams.noise)
-
-    def advantages(self, traj, rewards):
-        return rewards - rewards.mean()
-
-    def update(self, traj, rewards, advantages, round_index):
-        log_prob = self.sampler.step_log_prob(traj, traj.log_probs.shape[1] - 1)
-        loss = -(advantages.to(log_prob) * log_prob).mean()
-        self.manual_backward(loss)
-        self.step_optimizer()
-        return {"loss": loss.item()}
-
-
-class Redness(Reward):
-    name = "toy_redness"
-    differentiable = True
-
-    def score(self, images, prompts):
-        return images[:, 0].mean(dim=(1, 2)) - images[:, 1:].mean(dim=(1, 2, 3))
+from diffexp.rewards import REWARDS, register_reward
+from tests.example_plugin.algorithm import LastStepConfig, LastStepReinforce
+from tests.example_plugin.reward import Redness
 
 
 def share_red(images, prompts):
@@ -66,18 +30,18 @@ def share_red(images, prompts):
 def toy_world():
     from diffexp.models.twins import tiny_sd15_pipeline
 
-    register_algorithm("toy_reinforce", ToyConfig)(ToyReinforce)
+    register_algorithm("example_last_step", LastStepConfig)(LastStepReinforce)
     register_pipeline("toy-twin")(lambda dtype="fp32", device="cpu", seed=0: tiny_sd15_pipeline(seed=1))
     register_prompt_set("toy_colours")(
         lambda: [Prompt("a red square", ("red square",)), Prompt("a blue circle", ("blue circle",))]
     )
-    register_reward("toy_redness")(Redness)
+    register_reward("example_redness")(Redness)
     register_evaluator("toy_truth", prompt_sets=("toy_colours",))(lambda: share_red)
     yield
-    ALGORITHMS.unregister("toy_reinforce")
+    ALGORITHMS.unregister("example_last_step")
     PIPELINES.unregister("toy-twin")
     PROMPT_SETS.unregister("toy_colours")
-    REWARDS.unregister("toy_redness")
+    REWARDS.unregister("example_redness")
     evaluator_registry.EVALUATORS.unregister("toy_truth")
 
 
@@ -85,7 +49,7 @@ def test_a_toy_algorithm_and_world_train_one_epoch(toy_world, tmp_path):
     config = load_config(
         None,
         {
-            "algorithm": "toy_reinforce",
+            "algorithm": "example_last_step",
             "model.pretrained": "toy-twin",
             "sample.num_steps": 3,
             "sample.batch_size": 4,
@@ -93,7 +57,7 @@ def test_a_toy_algorithm_and_world_train_one_epoch(toy_world, tmp_path):
             "sample.samples_per_prompt": 2,
             "prompts.set": "toy_colours",
             "prompts.eval_options": {},
-            "reward.name": "toy_redness",
+            "reward.name": "example_redness",
             "run.num_epochs": 1,
             "run.eval_every": 1,
             "run.eval_num_prompts": 2,
@@ -103,9 +67,9 @@ def test_a_toy_algorithm_and_world_train_one_epoch(toy_world, tmp_path):
             "run.name": "toy",
         },
     )
-    assert type(config) is ToyConfig
+    assert type(config) is LastStepConfig
     module = run(config)
-    assert isinstance(module, ToyReinforce) and module.reward_queries == 4
+    assert isinstance(module, LastStepReinforce) and module.reward_queries == 4
     df = pd.read_csv(tmp_path / "toy" / "csv" / "metrics.csv")
     assert list(df["step"]) == [0, 4]  # the base model's evaluation, then the epoch
     assert df["eval_toy_share_red"].notna().all()  # the world's evaluator ran on its prompt set without being named
@@ -121,7 +85,7 @@ def test_unknown_algorithm_names_the_registered_ones():
 
 def test_an_algorithm_whose_config_names_another_is_refused():
     with pytest.raises(ValueError, match="must default to 'toy_other'"):
-        register_algorithm("toy_other", ToyConfig)(ToyReinforce)
+        register_algorithm("toy_other", LastStepConfig)(LastStepReinforce)
 
 
 def test_a_registration_brings_its_report_label_colour_and_place():
