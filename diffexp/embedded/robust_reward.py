@@ -64,21 +64,24 @@ def generator_pool(settings: TrainSettings, pipe, per_prompt: int) -> dict[str, 
     return {"images": (images * 255).round().to(torch.uint8), "prompt": torch.tensor(index), "correct": correct}
 
 
-def pool_pairs(pool: dict, prompts: list[str], rng: np.random.Generator, n: int):
-    """``n`` (correct, incorrect) sample pairs of one prompt each, prompts drawn among those with both."""
-    by_prompt = [
-        (
-            np.flatnonzero(((pool["prompt"] == p) & pool["correct"]).numpy()),
-            np.flatnonzero(((pool["prompt"] == p) & ~pool["correct"]).numpy()),
-        )
-        for p in range(len(prompts))
-    ]
-    usable = [p for p, (good, bad) in enumerate(by_prompt) if len(good) and len(bad)]
-    if not usable:
+def pool_outcomes(pool: dict, n_prompts: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Prompt -> (its correct samples, its incorrect ones), for the prompts that have both."""
+    prompt, correct = pool["prompt"].numpy(), pool["correct"].numpy()
+    outcomes = {}
+    for p in range(n_prompts):
+        good, bad = np.flatnonzero((prompt == p) & correct), np.flatnonzero((prompt == p) & ~correct)
+        if len(good) and len(bad):
+            outcomes[p] = (good, bad)
+    if not outcomes:
         raise ValueError("no prompt of the generator pool has both correct and incorrect samples; draw more")
-    chosen = rng.choice(usable, size=n)
-    good = [rng.choice(by_prompt[p][0]) for p in chosen]
-    bad = [rng.choice(by_prompt[p][1]) for p in chosen]
+    return outcomes
+
+
+def pool_pairs(pool: dict, outcomes: dict, prompts: list[str], rng: np.random.Generator, n: int):
+    """``n`` (correct, incorrect) sample pairs of one prompt each (see :func:`pool_outcomes`)."""
+    chosen = rng.choice(list(outcomes), size=n)
+    good = [rng.choice(outcomes[p][0]) for p in chosen]
+    bad = [rng.choice(outcomes[p][1]) for p in chosen]
     images = pool["images"][np.concatenate([good, bad])].float() / 255
     return images, [prompts[p] for p in chosen]
 
@@ -143,6 +146,7 @@ def train_robust_reward_clip(settings: TrainSettings) -> Path:
         pool = generator_pool(settings, _generator(settings), settings.robust_pool_draws)
         save_file({k: v.contiguous() for k, v in pool.items()}, str(pool_file))
     pool, prompts = load_file(str(pool_file)), _pool_prompts()
+    outcomes = pool_outcomes(pool, len(prompts))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings.robust_lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(steps, warmup=50))
@@ -156,7 +160,7 @@ def train_robust_reward_clip(settings: TrainSettings) -> Path:
         images = images[order]
         compositions = [s for s in specs if len(s.objects) == 2]
         negatives = to_tensor(np.stack([render(image_negative(s, rng)) for s in compositions]))
-        pool_images, pool_prompts = pool_pairs(pool, prompts, rng, pairs)
+        pool_images, pool_prompts = pool_pairs(pool, outcomes, prompts, rng, pairs)
         clean = torch.cat([degrade(torch.cat([images, negatives]), rng), pool_images])
         captions = [caption(s) for s in specs]
         text_ids = token_ids(captions + [hard_negative(s.labels, rng) for s in specs] + pool_prompts)

@@ -118,7 +118,8 @@ def test_a_pool_without_both_outcomes_is_refused():
     pool = {"images": torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "prompt": torch.tensor([0, 0])}
     pool["correct"] = torch.tensor([True, True])
     with pytest.raises(ValueError, match="both correct and incorrect"):
-        robust_reward.pool_pairs(pool, prompts, np.random.default_rng(0), 4)
+        robust_reward.pool_outcomes(pool, len(prompts))
     pool["correct"] = torch.tensor([True, False])
-    images, texts = robust_reward.pool_pairs(pool, prompts, np.random.default_rng(0), 4)
+    outcomes = robust_reward.pool_outcomes(pool, len(prompts))
+    images, texts = robust_reward.pool_pairs(pool, outcomes, prompts, np.random.default_rng(0), 4)
     assert images.shape == (8, 3, 32, 32) and texts == prompts * 4
