@@ -22,8 +22,10 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 
 venv: $(VENV)/.installed
 
+# the main job, then its verdict quoted in the README (the library writes only the report)
 demo: venv
 	$(PY) -m diffexp ablation --profile $(PROFILE)
+	$(PY) reports/quote_verdict.py --profile $(PROFILE)
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -36,7 +36,7 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DDPO, ALIGNPROP = ROOT / "experiments/embedded/ddpo.yaml", ROOT / "experiments/embedded/alignprop.yaml"
+DDPO, ALIGNPROP = ROOT / "diffexp/embedded/configs/ddpo.yaml", ROOT / "diffexp/embedded/configs/alignprop.yaml"
 # 2 processes x 16 samples, minibatches of 4 per process: the single process's 4 optimiser steps of 8.
 DDP2 = ["run.devices=2", "sample.num_batches_per_epoch=1", "train.batch_size=4", "run.threads=1"]
 JPEG = ["reward.name=jpeg_compressibility"]

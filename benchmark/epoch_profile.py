@@ -2,7 +2,7 @@
 
 Runs a short training from a run config and reads the per-epoch phase timings the modules log:
 
-    python benchmark/epoch_profile.py experiments/embedded/ddpo.yaml --epochs 3
+    python benchmark/epoch_profile.py diffexp/embedded/configs/ddpo.yaml --epochs 3
 """
 
 from __future__ import annotations

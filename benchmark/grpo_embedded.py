@@ -1,6 +1,6 @@
 """Does GRPO's default embedded config raise the aesthetic reward beyond seed noise? (issue #27)
 
-Trains ``experiments/embedded/grpo.yaml`` once per seed (each run resumes if interrupted; a finished
+Trains ``diffexp/embedded/configs/grpo.yaml`` once per seed (each run resumes if interrupted; a finished
 run is not re-run) and reads each run's held-out evaluation: the same five objects and the same
 noise for every run (``run.eval_seed``), sampled without exploration, at 0 queries (the base model)
 and after the last epoch. The gain is the paired difference; the noise is the standard deviation
@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "experiments/embedded/grpo.yaml"
+CONFIG = ROOT / "diffexp/embedded/configs/grpo.yaml"
 
 
 def train(out: Path, seed: int, extra: list[str]) -> float:

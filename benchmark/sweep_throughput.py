@@ -31,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = {
     "name": "throughput",
-    "base": str(ROOT / "experiments" / "embedded" / "ddpo.yaml"),
+    "base": str(ROOT / "diffexp" / "embedded" / "configs" / "ddpo.yaml"),
     "overrides": {
         "sample.num_steps": 10,
         "sample.batch_size": 16,

@@ -17,8 +17,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--pipeline",
-        default="embedded",
-        help="local diffusers folder, cached hub id, or built-in name (embedded, tiny-sd15, tiny-sdxl)",
+        required=True,
+        help="local diffusers folder, cached hub id, or registered name (tiny-sd15, tiny-sdxl, a plugin's: embedded)",
     )
     p.add_argument(
         "--prompt",
@@ -142,7 +142,13 @@ def _add_strategy_grids(sub: argparse._SubParsersAction) -> None:
             help="what each exploration strategy does to samples: one captioned grid per strategy"
             + (" (old name of strategy-grids)" if name == "demo" else ""),
         )
-        p.add_argument("--pipeline", default="embedded", help="pipeline to sample from (see `diffexp sample --help`)")
+        p.add_argument("--pipeline", required=True, help="pipeline to sample from (see `diffexp sample --help`)")
+        p.add_argument(
+            "--prompt",
+            action="append",
+            dest="prompts",
+            help="a prompt (repeatable; default: the prompts the pipeline's registration suggests, else three animals)",
+        )
         p.add_argument("--out-dir", type=Path, default=Path("reports/strategy-grids"))
         p.add_argument("--steps", type=int, default=20, help="sampling steps")
         p.add_argument("--per-prompt", type=int, default=4, help="samples per prompt")
@@ -163,9 +169,23 @@ def _check_device(device: str) -> None:
         raise ValueError(f"--device {device}: this machine has no MPS device; use --device cpu")
 
 
+#: strategy-grids' prompts for a pipeline whose registration suggests none (DDPO's animal x activity style)
+FALLBACK_PROMPTS = ("a cat riding a bike", "a dog playing chess", "a horse washing the dishes")
+
+
+def example_prompts(pipeline: str) -> list[str]:
+    """The prompts a registered pipeline suggests (its ``example_prompts``), else FALLBACK_PROMPTS."""
+    from diffexp.models import PIPELINES
+
+    if pipeline in PIPELINES:
+        return list(PIPELINES.entry(pipeline).extra.get("example_prompts", FALLBACK_PROMPTS))
+    return list(FALLBACK_PROMPTS)
+
+
 def _run_strategy_grids(args: argparse.Namespace) -> int:
     from diffexp.exploration import STRATEGIES, ExplorationConfig
     from diffexp.models import get_pipeline
+    from diffexp.prompts.weighting import validate
 
     if getattr(args, "old_name", False):
         print(
@@ -176,8 +196,10 @@ def _run_strategy_grids(args: argparse.Namespace) -> int:
     for name in ("per_prompt", "steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    prompts = args.prompts or example_prompts(args.pipeline)
+    for prompt in prompts:
+        validate(prompt)
     pipe = get_pipeline(args.pipeline)
-    prompts = ["a red circle above a blue square", "a yellow star left of a green triangle", "a purple cross"]
     for name in ["baseline", "cfg", "phrase", "diffexp"]:
         assert name in STRATEGIES
         out = args.out_dir / f"samples_{name}.png"
@@ -196,7 +218,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "the same run's (a longer run.num_epochs, another eval cadence, loggers or threads may change); "
         "one training at a time holds a run directory. "
         "Use --print-config to see every field with its default and meaning.",
-        epilog="example: diffexp train --config experiments/embedded/ddpo.yaml exploration.strategy=diffexp run.seed=1",
+        epilog="example: diffexp train --config experiments/paper/ddpo_aesthetic.yaml exploration.strategy=diffexp "
+        "run.seed=1",
     )
     p.add_argument("--config", type=Path, help="YAML run config")
     p.add_argument("--algorithm", help="a registered algorithm, e.g. ddpo or alignprop (overrides the config's)")
@@ -217,11 +240,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from diffexp.algorithms.config import describe_config, load_config, parse_overrides
+    from diffexp.algorithms.config import config_class, describe_config, load_config, parse_overrides
 
     overrides = parse_overrides(args.overrides)
     if args.algorithm:
         overrides["algorithm"] = args.algorithm
+    if args.print_config and args.config is None and set(overrides) <= {"algorithm"}:
+        print(describe_config(config_class(args.algorithm)))  # the defaults; a run must name what is <required>
+        return 0
     config = load_config(args.config, overrides)
     if args.print_config:
         print(describe_config(config))
@@ -276,7 +302,6 @@ COMMAND_GROUP = "diffexp.commands"
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import entry_points
 
-    from diffexp.ablation import add_ablation_command
     from diffexp.harness.cli import add_sweep_command
     from diffexp.reporting.cli import add_report_command
 
@@ -288,7 +313,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_strategy_grids(sub)
     _add_train(sub)
     _add_export(sub)
-    add_ablation_command(sub)
     add_sweep_command(sub)
     add_report_command(sub)
     for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):

@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+#: what every run config must name (the core has no default model, prompt set or reward), at its cheapest
+NAMED = {
+    "model.pretrained": "tiny-sd15",
+    "prompts.set": "list",
+    "prompts.prompts": ["a cat"],
+    "reward.name": "brightness",
+}
+
+
+def load_script(relative: str) -> ModuleType:
+    """A script of the checkout (not a package module), imported from its path under the root."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def reference_truncated_grads(pipe, params, traj, ks, scale: float) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Each malformed input is either valid or rejected with the project's own error type whose message
 names the field (or the URL) that is wrong; never a traceback from deep inside pydantic, torch,
-SQLAlchemy or Optuna. (Prompt-weighting strings: tests/test_weighting.py.)
+SQLAlchemy or Optuna. (Prompt-weighting strings: tests/prompts/test_weighting.py.)
 """
 
 from pathlib import Path
@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from diffexp.algorithms.config import ConfigError, load_config, parse_overrides
-from diffexp.algorithms.mlflow_run import flatten_config
+from diffexp.algorithms.run_identity import flatten_config
 from diffexp.harness.storage import StorageError, parse_storage_url
 from diffexp.harness.study import study_from_dict
 from diffexp.harness.study_file import StudyError
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_CONFIG = yaml.safe_load((ROOT / "experiments" / "embedded" / "ddpo.yaml").read_text())
+RUN_CONFIG = yaml.safe_load((ROOT / "diffexp" / "embedded" / "configs" / "ddpo.yaml").read_text())
 TINY_GRID = yaml.safe_load((ROOT / "experiments" / "ablations" / "tiny_grid.yaml").read_text())
 EXAMPLES = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -11,6 +11,8 @@ def test_sample_writes_captioned_grid(tmp_path):
     code = main(
         [
             "sample",
+            "--pipeline",
+            "embedded",
             "--prompt",
             "a red circle",
             "--prompt",
@@ -31,13 +33,27 @@ def test_sample_writes_captioned_grid(tmp_path):
 
 
 def test_bad_strategy_is_a_clear_error(tmp_path, capsys):
-    code = main(["sample", "--prompt", "a cat", "--strategy", "nope", "--out", str(tmp_path / "x.png")])
+    code = main(
+        [
+            "sample",
+            "--pipeline",
+            "tiny-sd15",
+            "--prompt",
+            "a cat",
+            "--strategy",
+            "nope",
+            "--out",
+            str(tmp_path / "x.png"),
+        ]
+    )
     assert code == 2
     assert "unknown exploration strategy 'nope'" in capsys.readouterr().err
 
 
 def test_bad_prompt_syntax_is_a_clear_error(tmp_path, capsys):
-    code = main(["sample", "--prompt", "a (cat", "--steps", "2", "--out", str(tmp_path / "x.png")])
+    code = main(
+        ["sample", "--pipeline", "tiny-sd15", "--prompt", "a (cat", "--steps", "2", "--out", str(tmp_path / "x.png")]
+    )
     assert code == 2
     assert "position 2" in capsys.readouterr().err
 
@@ -99,6 +115,8 @@ def test_sample_refuses_bad_noise_and_devices_before_loading(tmp_path, capsys, a
 
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
-    assert main(["sample", "--prompt", "a cat", *args, "--out", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(["sample", "--pipeline", "tiny-sd15", "--prompt", "a cat", *args, "--out", str(tmp_path / "x.png")]) == 2
+    )
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1

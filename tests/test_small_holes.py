@@ -119,7 +119,7 @@ def test_the_embedded_studies_objectives_are_logged_metrics():
     """The embedded world declares its evaluators' metrics, so the shipped studies are checked."""
     from diffexp.harness.study import load_study
 
-    for path in [ROOT / "experiments" / "ablations" / "embedded_ablation.yaml"]:
+    for path in [ROOT / "diffexp" / "embedded" / "configs" / "embedded_ablation.yaml"]:
         load_study(path).check_objective()
 
 

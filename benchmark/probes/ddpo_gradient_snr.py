@@ -34,7 +34,7 @@ from diffexp.algorithms.losses import ppo_clip_loss
 from diffexp.algorithms.runner import build_module
 from diffexp.algorithms.stat_tracker import PerPromptStatTracker
 
-CONFIG = "experiments/embedded/ddpo.yaml"
+CONFIG = "diffexp/embedded/configs/ddpo.yaml"
 CASES = {
     "alignment, relation prompts": {},
     "alignment, object prompts": {"prompts.set": "embedded_objects"},

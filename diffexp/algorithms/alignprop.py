@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, model_validator
 
 from diffexp.algorithms.base import RewardFinetuningModule
-from diffexp.algorithms.config import AlgorithmConfig, RewardConfig, SampleConfig, StrictConfig, TrainConfig
+from diffexp.algorithms.config import AlgorithmConfig, SampleConfig, StrictConfig, TrainConfig
 from diffexp.algorithms.losses import reward_loss
 from diffexp.algorithms.registry import register_algorithm
 from diffexp.exploration import ExplorationConfig
@@ -61,7 +61,6 @@ class AlignPropConfig(AlgorithmConfig):
         default_factory=lambda: SampleConfig(num_steps=50, eta=1.0, batch_size=4, num_batches_per_epoch=2)
     )
     exploration: ExplorationConfig = Field(default_factory=lambda: ExplorationConfig(guidance_scale=7.5))
-    reward: RewardConfig = Field(default_factory=lambda: RewardConfig(name="embedded_aesthetic"))
     train: AlignPropTrainConfig = Field(default_factory=AlignPropTrainConfig)
 
     @model_validator(mode="after")
@@ -131,7 +130,8 @@ class AlignProp(RewardFinetuningModule):
         super().__init__(config)
         if not self.reward_fn.differentiable:
             raise ValueError(
-                f"reward {config.reward.name!r} is not differentiable, so AlignProp cannot backpropagate through it; "
+                f"reward {config.reward.describe()!r} is not differentiable, so AlignProp cannot backpropagate "
+                "through it; "
                 f"differentiable rewards: {differentiable_rewards()} (use DDPO for non-differentiable rewards)"
             )
 

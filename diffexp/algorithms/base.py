@@ -70,11 +70,13 @@ def build_reward_by_name(name: str):
 
 
 def resolve_reward(config):
-    from diffexp.rewards import build_reward, build_weighted_sum
+    """The reward a ``reward`` section names: one registered reward or a weighted sum of its parts."""
+    from diffexp.rewards import build_reward
+    from diffexp.rewards.base import WeightedSum
 
-    if config.weights:
-        return build_weighted_sum(config.weights)
-    return build_reward(config.name, **config.options)
+    if config.single:
+        return build_reward(config.single, **config.options)
+    return WeightedSum({p.part: (build_reward(p.reward, **p.options), p.weight) for p in config.parts()})
 
 
 class RewardFinetuningModule(L.LightningModule):
@@ -101,7 +103,7 @@ class RewardFinetuningModule(L.LightningModule):
         from diffexp.evaluation import evaluator_metrics
 
         names = {*cls.BASE_METRICS, *cls.ALGORITHM_METRICS}
-        own = None if config.reward.weights else config.reward.name
+        own = config.reward.single
         names |= {f"eval_score_{r}" for r in config.run.eval_rewards if r != own}
         for evaluator in dict.fromkeys([*evaluators_for_prompt_set(config.prompts.set), *config.run.evaluators]):
             declared = evaluator_metrics(evaluator)
@@ -132,7 +134,7 @@ class RewardFinetuningModule(L.LightningModule):
             p.data = p.data.float()
         self.strategy = build_strategy(config.exploration)
         self.reward_fn = resolve_reward(config.reward)
-        own = None if config.reward.weights else config.reward.name
+        own = config.reward.single
         self.eval_rewards = {name: build_reward_by_name(name) for name in config.run.eval_rewards if name != own}
         names = dict.fromkeys([*evaluators_for_prompt_set(config.prompts.set), *config.run.evaluators])
         self.evaluators = [build_evaluator(name) for name in names]  # (images, prompts) -> extra eval metrics
@@ -259,8 +261,8 @@ class RewardFinetuningModule(L.LightningModule):
         if not torch.isfinite(rewards).all():
             bad = int((~torch.isfinite(rewards)).sum())
             raise NonFiniteError(
-                f"epoch {self.current_epoch}, {step}: reward {self.config.reward.name!r} returned {bad} non-finite "
-                "values"
+                f"epoch {self.current_epoch}, {step}: reward {self.config.reward.describe()!r} returned {bad} "
+                "non-finite values"
             )
         self.reward_queries += len(prompts) * self.world_size
         return rewards
@@ -270,7 +272,7 @@ class RewardFinetuningModule(L.LightningModule):
         raise_if_stop_requested(f"epoch {self.current_epoch}, {step}")
         if not torch.isfinite(loss):
             raise NonFiniteError(
-                f"epoch {self.current_epoch}, {step}: loss is {loss.item()} (reward {self.config.reward.name!r})"
+                f"epoch {self.current_epoch}, {step}: loss is {loss.item()} (reward {self.config.reward.describe()!r})"
             )
 
     def check_finite_weights(self, step: str) -> None:
@@ -283,8 +285,8 @@ class RewardFinetuningModule(L.LightningModule):
             bad = sum(int((~torch.isfinite(p)).sum()) for p in shards)
             raise NonFiniteError(
                 f"epoch {self.current_epoch}, {step}: {bad} trainable weights are non-finite after the optimiser "
-                f"step (reward {self.config.reward.name!r}, learning rate {self.config.train.learning_rate:g}); the "
-                "checkpoint on disk is the last finite one"
+                f"step (reward {self.config.reward.describe()!r}, learning rate "
+                f"{self.config.train.learning_rate:g}); the checkpoint on disk is the last finite one"
             )
 
     @property
@@ -330,12 +332,12 @@ class RewardFinetuningModule(L.LightningModule):
         metrics["reward_queries"] = float(self.reward_queries)
         metrics["eval_samples"] = float(self.eval_samples)
         metrics["epoch"] = float(self.current_epoch if epoch is None else epoch)
-        self.last_metrics = metrics  # for callbacks (e.g. the sweep harness's pruning)
         if self.global_rank == 0:
             for logger in self.loggers:
                 logger.log_metrics(metrics, step=self.reward_queries)
                 logger.save()  # flush every epoch: a killed run keeps its curve up to the kill
-        if progress:
+        if progress:  # an epoch's metrics (not the base model's): in trainer.callback_metrics, for callbacks
+            self.log_dict(metrics, logger=False, on_step=False, on_epoch=True, rank_zero_only=True)
             self.log("reward", metrics.get("reward_mean", 0.0), prog_bar=True, logger=False, rank_zero_only=True)
             self.log("queries", float(self.reward_queries), prog_bar=True, logger=False, rank_zero_only=True)
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import lightning as L
 
+from diffexp.algorithms.run_record import LAST_CHECKPOINT
+
 
 class AtomicLastCheckpoint(L.Callback):
     def __init__(self, directory: str | Path, every_n_epochs: int = 1):
-        self.path = Path(directory) / "last.ckpt"
+        self.path = Path(directory) / LAST_CHECKPOINT
         self.every_n_epochs = every_n_epochs
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

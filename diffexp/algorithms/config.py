@@ -15,8 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from diffexp.algorithms.run_identity import DEFAULT_ALGORITHM, set_dotted
 from diffexp.exploration import ExplorationConfig
 from diffexp.models.lora import LoraSettings
+from diffexp.rewards.parts import RewardPart, parse_weights
 
 
 class StrictConfig(BaseModel):
@@ -27,9 +29,8 @@ class StrictConfig(BaseModel):
 
 class ModelConfig(StrictConfig):
     pretrained: str = Field(
-        "embedded",
-        description="a registered pipeline name ('tiny-sd15'/'tiny-sdxl'/'tiny-sd3': random twins; 'embedded': the "
-        "shipped world model), a local diffusers folder, or a cached hub id (SD 1.x/2.x, SDXL, SD3/SD3.5, FLUX.1)",
+        description="a registered pipeline name (e.g. 'tiny-sd15'/'tiny-sdxl'/'tiny-sd3', random twins, or a "
+        "plugin's), a local diffusers folder, or a cached hub id (SD 1.x/2.x, SDXL, SD3/SD3.5, FLUX.1)",
     )
     dtype: Literal["fp32", "fp16", "bf16"] = Field(
         "fp32", description="weights dtype of the frozen parts (trainable LoRA weights stay fp32)"
@@ -80,18 +81,29 @@ class SampleConfig(StrictConfig):
 
 
 class PromptConfig(StrictConfig):
-    set: str = Field("embedded_relations", description="prompt set name (see `diffexp.prompts.sets`), or 'list'")
+    set: str = Field(description="prompt set name (see `diffexp.prompts.sets`), or 'list'")
     options: dict[str, Any] = Field(
         default_factory=dict, description="options of the set, e.g. {split: train} or {category: Colors}"
     )
     prompts: list[str] = Field(default_factory=list, description="the prompts when set == 'list'")
     eval_options: dict[str, Any] = Field(
-        default_factory=lambda: {"split": "heldout"}, description="options for the held-out evaluation prompts"
+        default_factory=dict,
+        description="options for the held-out evaluation prompts; default: the prompt set's own "
+        "(its registration's heldout_options, e.g. {split: heldout}; none for most sets)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _set_heldout_options(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("eval_options") is None and isinstance(data.get("set"), str):
+            from diffexp.prompts.sets import heldout_options
+
+            data = {**data, "eval_options": heldout_options(data["set"])}
+        return data
 
 
 class RewardConfig(StrictConfig):
-    name: str = Field("embedded_alignment", description="registered reward name (see `diffexp.rewards`)")
+    name: str | None = Field(None, description="registered reward name (see `diffexp.rewards`)")
     options: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments of the reward (e.g. weight paths)"
     )
@@ -100,6 +112,29 @@ class RewardConfig(StrictConfig):
         description="if set, a weighted sum instead of `name`: part -> weight, or part -> "
         "{weight, reward (default: the part's name), and the reward's options}",
     )
+
+    @model_validator(mode="after")
+    def _one_reward(self):
+        if self.name is None and not self.weights:
+            raise ValueError("give reward.name (a registered reward) or reward.weights (a weighted sum)")
+        return self
+
+    def parts(self) -> list[RewardPart]:
+        """The rewards this config uses: its name at weight 1, or each weighted part."""
+        if not self.weights:
+            return [RewardPart(self.name, self.name, 1.0, dict(self.options))]
+        return parse_weights(self.weights)
+
+    @property
+    def single(self) -> str | None:
+        """The one registered reward (None for a weighted sum)."""
+        return None if self.weights else self.name
+
+    def describe(self) -> str:
+        """The reward as a tag: its name, or ``0.5*a+1*b``."""
+        if not self.weights:
+            return self.name
+        return "+".join(f"{p.weight:g}*{p.part}" for p in self.parts())
 
 
 class RunConfig(StrictConfig):
@@ -191,11 +226,11 @@ class AlgorithmConfig(StrictConfig):
     ``algorithm`` to its registered name and adds its ``train`` section (see ``registry``)."""
 
     algorithm: str
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig
     sample: SampleConfig = Field(default_factory=SampleConfig)
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
-    prompts: PromptConfig = Field(default_factory=PromptConfig)
-    reward: RewardConfig = Field(default_factory=RewardConfig)
+    prompts: PromptConfig
+    reward: RewardConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
@@ -208,10 +243,8 @@ class AlgorithmConfig(StrictConfig):
         from diffexp.rewards.base import reward_names
 
         rewards, problems = set(reward_names()), []
-        wanted = [("reward.name", self.reward.name)] if not self.reward.weights else []
-        for part, value in self.reward.weights.items():
-            name = value.get("reward", part) if isinstance(value, dict) else part
-            wanted.append((f"reward.weights.{part}", name))
+        where = "reward.name" if self.reward.single else "reward.weights."
+        wanted = [(where + ("" if self.reward.single else p.part), p.reward) for p in self.reward.parts()]
         wanted += [("run.eval_rewards", name) for name in self.run.eval_rewards]
         problems += [f"{where}: unknown reward {name!r}" for where, name in wanted if name not in rewards]
         if self.prompts.set != "list" and self.prompts.set not in prompt_set_names():
@@ -281,14 +314,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise ConfigError(f"config file {path} must contain a mapping at the top level, got {type(data).__name__}")
         _check_keys(data, str(path))
     for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {dotted}: {key} is not a section")
-        node[leaf] = value
-    kind = kind or config_class(data.get("algorithm", "ddpo"))
+        try:
+            set_dotted(data, dotted, value)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    kind = kind or config_class(data.get("algorithm", DEFAULT_ALGORITHM))
     try:
         return kind(**data)
     except ValidationError as err:
@@ -304,27 +334,45 @@ def _check_keys(data: dict, source: str, prefix: str = "") -> None:
             _check_keys(value, source, f"{prefix}{key}.")
 
 
-def config_class(algorithm: str):
-    """The config class of a registered algorithm."""
+def config_class(algorithm: str | None = None, *, lenient: bool = False):
+    """The config class of a registered algorithm (None: the default algorithm's). ``lenient``: an
+    unknown name gets the default's class, for code that only needs the sections (the config's
+    validation names the bad algorithm)."""
     from diffexp.algorithms.registry import ALGORITHMS
     from diffexp.registry import UnknownNameError
 
     try:
-        return ALGORITHMS[str(algorithm)].config_class
+        return ALGORITHMS[str(algorithm or DEFAULT_ALGORITHM)].config_class
     except UnknownNameError as err:
+        if lenient:
+            return ALGORITHMS[DEFAULT_ALGORITHM].config_class
         raise ConfigError(f"algorithm: {err}") from None
 
 
-def describe_config(config: BaseModel, indent: int = 0) -> str:
-    """The config as YAML-like text with each field's description as a comment."""
+#: what ``describe_config`` shows for a field a config must give (no default)
+REQUIRED = "<required>"
+
+
+def describe_config(config: BaseModel | type[BaseModel], indent: int = 0) -> str:
+    """The config as YAML-like text with each field's description as a comment; given a config
+    class instead of a config, its defaults (a field without one shows as ``<required>``)."""
     lines = []
     pad = "  " * indent
-    for name, field in type(config).model_fields.items():
-        value = getattr(config, name)
+    cls = config if isinstance(config, type) else type(config)
+    for name, field in cls.model_fields.items():
         comment = f"  # {field.description}" if field.description else ""
-        if isinstance(value, BaseModel):
+        if not isinstance(config, type):
+            value = getattr(config, name)
+        elif field.is_required():
+            section = field.annotation
+            value = section if isinstance(section, type) and issubclass(section, BaseModel) else REQUIRED
+        else:
+            value = field.get_default(call_default_factory=True)
+        if isinstance(value, BaseModel) or (isinstance(value, type) and issubclass(value, BaseModel)):
             lines.append(f"{pad}{name}:{comment}")
             lines.append(describe_config(value, indent + 1))
+        elif value is REQUIRED:
+            lines.append(f"{pad}{name}: {REQUIRED}{comment}")
         else:
             dumped = yaml.safe_dump(
                 value if not isinstance(value, tuple) else list(value), default_flow_style=True

@@ -18,7 +18,7 @@ import torch
 
 from diffexp.algorithms.checkpointing import CheckpointError, read_checkpoint
 from diffexp.algorithms.config import ConfigError, load_config
-from diffexp.algorithms.run_directory import CONFIG_NAME
+from diffexp.algorithms.run_record import CONFIG_NAME, last_checkpoint
 from diffexp.models import get_pipeline
 from diffexp.models.lora import add_lora, lora_state_dict, save_lora
 from diffexp.models.pipelines import denoiser_of
@@ -46,7 +46,7 @@ def load_trained_pipeline(run_dir: str | Path):
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_NAME).is_file():
         raise ExportError(f"{run_dir} is not a run directory: no {CONFIG_NAME} (give run.output_dir/run.name)")
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = last_checkpoint(run_dir)
     if not checkpoint.is_file():
         raise ExportError(f"{run_dir} has no checkpoint yet ({checkpoint}): train at least one epoch first")
     try:
@@ -106,7 +106,7 @@ def export_run(run_dir: str | Path, out: str | Path, merge: bool = False) -> Exp
         else {"rank": lora.rank, "alpha": lora.alpha or lora.rank, "target_modules": lora.target_modules},
         "run": Path(run_dir).name,
         "algorithm": config.algorithm,
-        "reward": config.reward.name,
+        "reward": config.reward.describe(),
         "reward_queries": int(state["diffexp"]["reward_queries"]),
         "files": {"lora": lora_path.name if lora_path else None, "merged_pipeline": MERGED_DIR if merged else None},
     }

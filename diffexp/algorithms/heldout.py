@@ -39,7 +39,7 @@ class HeldOutEvaluation:
         rewards = m.reward_fn(traj.images, traj.prompts)
         if not torch.isfinite(rewards).all():
             raise NonFiniteError(
-                f"epoch {m.current_epoch}, evaluation: reward {m.config.reward.name!r} returned "
+                f"epoch {m.current_epoch}, evaluation: reward {m.config.reward.describe()!r} returned "
                 f"{int((~torch.isfinite(rewards)).sum())} non-finite values on the evaluation set"
             )
         metrics = {

@@ -1,20 +1,32 @@
-"""The MLflow run of a training: created once per run directory, resumed by id, one metric history.
+"""MLflow runs: one per training, created once per run directory (or per sweep trial), resumed by id.
 
-A training's run carries tags (algorithm, strategy, seed, reward, prompt set) and the flattened
+A run carries tags (algorithm, strategy, seed, reward, prompt set, config hash) and the flattened
 config as params, so a report identifies seeds and arms from the run itself. Metrics are held
 back until the checkpoint that covers them is on disk (:meth:`RunMLFlowLogger.commit`): epochs a
 killed run re-does after its resume are then logged once, never twice.
+
+In a sweep, :class:`Tracker` creates each trial's run (name = the trial key, params = the sweep
+params and the resolved config, tags = the identity, the checkpoint location, the Optuna study and
+trial) and hands its id to the trainer (``run.mlflow_run_id``), which logs every metric against
+``reward_queries`` and the evaluation images; a retried trial (its worker died) finds its run by
+the ``trial_key`` tag and goes on logging into it, so there is one run per trial key whatever
+happened; the tracker closes it with the trial's state. The names are in :mod:`run_record`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
+
+from diffexp.algorithms import run_record as rec
+from diffexp.algorithms.run_identity import flatten_config, run_tags
+from diffexp.algorithms.sqlite_lock import tracking_schema_lock
 
 PARAM_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
@@ -43,40 +55,6 @@ def check_tracking_uri(uri: str, name: str = "run.mlflow_tracking_uri") -> str:
     return uri
 
 
-def run_tags(config) -> dict[str, str]:
-    """What identifies a run among a study's: algorithm, strategy, seed, reward, prompt set."""
-    reward = config.reward.name
-    if config.reward.weights:
-        reward = "+".join(f"{_weight(w):g}*{n}" for n, w in config.reward.weights.items())
-    prompts = config.prompts.set
-    if prompts == "list":
-        prompts = f"list({len(config.prompts.prompts)})"
-    elif config.prompts.options:
-        prompts += "(" + ",".join(f"{k}={v}" for k, v in sorted(config.prompts.options.items())) + ")"
-    return {
-        "algorithm": config.algorithm,
-        "strategy": config.exploration.strategy,
-        "seed": str(config.run.seed),
-        "reward": reward,
-        "prompt_set": prompts,
-    }
-
-
-def _weight(part) -> float:
-    """A weighted-sum part's weight: a number, or ``{weight: ...}`` (default 1)."""
-    return float(part.get("weight", 1.0)) if isinstance(part, dict) else float(part)
-
-
-def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in data.items():
-        if isinstance(v, dict) and v:
-            out.update(flatten_config(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def log_run_record(client, run_id: str, config, extra_params: dict[str, Any] | None = None) -> None:
     """The config as params (those not logged yet: MLflow params cannot change) and as ``config.yaml``."""
     import yaml
@@ -94,7 +72,7 @@ def log_run_record(client, run_id: str, config, extra_params: dict[str, Any] | N
     for i in range(0, len(batch), 100):
         client.log_batch(run_id, params=batch[i : i + 100])
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.yaml"
+        path = Path(tmp) / rec.CONFIG_NAME
         path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         client.log_artifact(run_id, str(path))
 
@@ -183,3 +161,97 @@ def build_mlflow_logger(config, directory, resumed: bool) -> RunMLFlowLogger:
     if config.run.mlflow_run_id is None:
         directory.store_mlflow_run(uri, logger.run_id)
     return logger
+
+
+def tracking_uri_for(uri: str | None, run_dir: str | Path) -> str:
+    """The tracking URI to use: the given one, or SQLite inside the run directory."""
+    return uri or default_tracking_uri(run_dir)
+
+
+def _is_local(uri: str) -> bool:
+    return not uri.startswith(("http://", "https://", "databricks"))
+
+
+class Tracker:
+    """An MLflow client bound to one study's experiment: it creates each trial's run (or finds a
+    retried trial's), records the config and tags, and closes the run with the trial's state;
+    the trainer logs the metrics into it (``run.mlflow_run_id``)."""
+
+    def __init__(self, uri: str, experiment: str, run_dir: str | Path):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.experiment_name = experiment
+        self.run_dir = Path(run_dir).resolve()
+        for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables...": noise
+            logging.getLogger(name).setLevel(logging.WARNING)
+        with tracking_schema_lock(uri):  # two launchers on a new SQLite store would both create its tables
+            self.client = MlflowClient(tracking_uri=uri)
+            self.client.search_experiments(max_results=1)  # the first access creates the schema
+        self._experiment_id: str | None = None
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = self.ensure_experiment()
+        return self._experiment_id
+
+    def ensure_experiment(self) -> str:
+        """Get or create the study's experiment (artifacts in the run directory for local stores)."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(self.experiment_name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        location = (self.run_dir / "mlartifacts").as_uri() if _is_local(self.uri) else None
+        try:
+            return self.client.create_experiment(
+                self.experiment_name, artifact_location=location, tags={rec.EXPERIMENT_KIND_TAG: "sweep"}
+            )
+        except MlflowException:  # another worker created it first
+            found = self.client.get_experiment_by_name(self.experiment_name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def find_run(self, trial_key: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{rec.TRIAL_KEY_TAG} = '{trial_key}'", max_results=5
+        )
+        if not runs:
+            return None
+        return min(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id)).info.run_id
+
+    def start_trial(self, trial_key: str, tags: dict[str, str], params: dict[str, Any], config) -> str:
+        """The trial's MLflow run (existing one for a retried trial), with params, tags and the config."""
+        from mlflow.entities import RunTag
+
+        run_id = self.find_run(trial_key)
+        if run_id is None:
+            created = self.client.create_run(
+                self.experiment_id, run_name=trial_key, tags={rec.TRIAL_KEY_TAG: trial_key}
+            ).info.run_id
+            # A worker whose trial was declared dead (no heartbeat) may start its run at the same
+            # moment as the retry: the earliest run wins, so a cell never has two.
+            run_id = self.find_run(trial_key)
+            if run_id != created:
+                self.client.delete_run(created)
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        log_run_record(self.client, run_id, config, {f"{rec.SWEEP_PARAM_PREFIX}{k}": v for k, v in params.items()})
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        return run_id
+
+    def finish_trial(self, run_id: str, state: str, value: float | None, tags: dict[str, str] | None = None) -> None:
+        from mlflow.entities import RunTag
+
+        extra = {rec.TRIAL_STATE_TAG: state, **(tags or {})}
+        if value is not None:
+            extra[rec.OBJECTIVE_TAG] = repr(float(value))
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in extra.items()])
+        self.client.set_terminated(run_id, rec.RUN_STATUS.get(state, "FAILED"))
+
+    def latest_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(self.client.get_run(run_id).data.metrics)

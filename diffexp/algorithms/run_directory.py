@@ -19,35 +19,8 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
-from diffexp.algorithms.mlflow_run import flatten_config
-
-LOCK_NAME = "run.lock"
-HOLDER_NAME = "run.lock.json"
-CONFIG_NAME = "config.yaml"
-RESUMES_NAME = "resumes.jsonl"
-MLFLOW_RUN_NAME = "mlflow_run.json"
-
-#: config fields that may change when a run resumes: where and how it is logged, how long it goes
-#: on, how often it evaluates or checkpoints, and on what hardware; everything else is the run
-RESUMABLE = (
-    "run.num_epochs",
-    "run.save_every",
-    "run.eval_every",
-    "run.eval_at_start",
-    "run.loggers",
-    "run.threads",
-    "run.output_dir",
-    "run.accelerator",
-    "run.mlflow_tracking_uri",
-    "run.mlflow_experiment",
-    "run.mlflow_run_id",
-    "run.mlflow_tags",
-)
-
-
-def resumable(field: str) -> bool:
-    """Whether a dotted field (or a key inside one, e.g. ``run.mlflow_tags.team``) may change on resume."""
-    return any(field == name or field.startswith(name + ".") for name in RESUMABLE)
+from diffexp.algorithms.run_identity import flatten_config, resumable
+from diffexp.algorithms.run_record import CONFIG_NAME, HOLDER_NAME, LOCK_NAME, MLFLOW_RUN_NAME, RESUMES_NAME
 
 
 class RunDirectoryError(ValueError):

@@ -21,7 +21,8 @@ from diffexp.algorithms import sharding
 from diffexp.algorithms.checkpointing import AtomicLastCheckpoint, read_checkpoint
 from diffexp.algorithms.csv_logging import ResumableCSVLogger
 from diffexp.algorithms.mlflow_run import RunMLFlowLogger, build_mlflow_logger, default_tracking_uri
-from diffexp.algorithms.run_directory import CONFIG_NAME, MLFLOW_RUN_NAME, RunDirectory, RunDirectoryError, run_path
+from diffexp.algorithms.run_directory import RunDirectory, RunDirectoryError, run_path
+from diffexp.algorithms.run_record import CHECKPOINT_DIR, CONFIG_NAME, MLFLOW_RUN_NAME, last_checkpoint
 from diffexp.algorithms.stopping import stop_on_signals
 
 __all__ = ["RunMLFlowLogger", "build_module", "default_tracking_uri", "run"]
@@ -103,7 +104,7 @@ def run(config, resume: bool = True, extra_callbacks: list | None = None, lock_t
     path = run_path(config)
     primary = is_primary_process()
     with RunDirectory.open(config, primary, lock_timeout) as directory:
-        last = path / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(path)
         resuming = resume and last.exists()  # read under the lock: a holder before may just have written it
         if directory.primary:
             say_what_is_left(path, config, resuming, resume)
@@ -113,7 +114,7 @@ def run(config, resume: bool = True, extra_callbacks: list | None = None, lock_t
         if not resume:  # a restart deletes the old run only once the new one has been built
             directory.check_and_record(config, None)
             if directory.primary:  # nothing of the old run may be resumed later
-                shutil.rmtree(path / "checkpoints", ignore_errors=True)
+                shutil.rmtree(path / CHECKPOINT_DIR, ignore_errors=True)
                 directory.forget_mlflow_run()
         return _fit(config, module, directory, str(last) if resuming else None, extra_callbacks)
 
@@ -129,7 +130,7 @@ def _fit(config, module, directory: RunDirectory, ckpt_path: str | None, extra_c
             strategy = sharding.sharded_strategy(config.run.devices, backend)
         else:
             strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=False)
-    checkpoints = AtomicLastCheckpoint(directory.path / "checkpoints", every_n_epochs=config.run.save_every)
+    checkpoints = AtomicLastCheckpoint(directory.path / CHECKPOINT_DIR, every_n_epochs=config.run.save_every)
     trainer = L.Trainer(
         max_epochs=config.run.num_epochs,
         accelerator=config.run.accelerator,

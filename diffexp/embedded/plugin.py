@@ -21,7 +21,11 @@ REWARDS = (rewards.WorldAlignmentReward.name, rewards.WorldAestheticReward.name,
 EVALUATOR = heldout_metrics.EVALUATOR
 
 
-@register_pipeline(PIPELINE)
+#: what `diffexp strategy-grids --pipeline embedded` draws: two compositions and an object
+EXAMPLE_PROMPTS = ("a red circle above a blue square", "a yellow star left of a green triangle", "a purple cross")
+
+
+@register_pipeline(PIPELINE, example_prompts=EXAMPLE_PROMPTS)
 def embedded_pipeline(dtype: str = "fp32", device: str = "cpu", seed: int = 0):
     """The shipped generator (``seed`` is unused: its weights are trained)."""
     from diffexp.embedded.pipeline import load_world_pipeline
@@ -43,6 +47,8 @@ def _prompt_set(world_name: str):
 
 
 for _name, _world_name in PROMPT_SETS.items():
-    register_prompt_set(_name, label=PROMPT_SET_LABELS[_name])(_prompt_set(_world_name))
+    register_prompt_set(_name, label=PROMPT_SET_LABELS[_name], heldout_options={"split": "heldout"})(
+        _prompt_set(_world_name)
+    )
 for _name in (PIPELINE, *REWARDS):
     register_fingerprint(_name, weights_fingerprint)  # retrained shipped weights make other runs

@@ -6,6 +6,12 @@ from __future__ import annotations
 from diffexp.harness.heartbeat import Heartbeat, TrialLost
 
 
+def epoch_metrics(trainer) -> dict[str, float]:
+    """The last epoch's metrics, as the module logged them (``trainer.callback_metrics``, which
+    Lightning's and optuna-integration's callbacks read too)."""
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+
 def trial_callback(worker, trial, key: str, heartbeat: Heartbeat, prune: bool):
     """A Lightning callback that, after every epoch, prints progress, reports the intermediate
     metric (step = reward queries) to the Optuna trial and prunes if the pruner says so; and
@@ -28,7 +34,7 @@ def trial_callback(worker, trial, key: str, heartbeat: Heartbeat, prune: bool):
                 raise TrialLost(f"trial #{trial.number} was declared dead by another worker")
 
         def on_train_epoch_end(self, trainer, module) -> None:
-            metrics = getattr(module, "last_metrics", {}) or {}
+            metrics = epoch_metrics(trainer)
             name = worker.ctx.study.spec.objective.intermediate
             value = metrics.get(name)
             step = int(metrics.get("reward_queries", module.reward_queries))

@@ -16,7 +16,7 @@ examples:
   diffexp sweep experiments/ablations/tiny_grid.yaml --dry-run
   diffexp sweep experiments/ablations/tiny_grid.yaml --workers 2
   # more machines join a study by pointing at the same storage (and MLflow server):
-  diffexp sweep experiments/ablations/embedded_ablation.yaml --workers 4 \\
+  diffexp sweep diffexp/embedded/configs/embedded_ablation.yaml --workers 4 \\
       --storage postgresql+psycopg2://user:pw@db-host/diffexp --tracking-uri http://mlflow-host:5000
   diffexp sweep experiments/ablations/tiny_grid.yaml --status
 dashboards (run directory runs/sweeps/<study> by default):
@@ -115,8 +115,8 @@ def dry_run(
     study_path: Path, run_dir=None, storage=None, tracking_uri=None, workers=None, out=None, profile=None
 ) -> int:
     """Validate the study and each trial's run config (``load_config``); print the trials."""
+    from diffexp.algorithms.run_identity import describe, queries_per_epoch
     from diffexp.harness.context import resolve_context
-    from diffexp.harness.run_identity import describe, queries_per_epoch
     from diffexp.harness.storage import redact
 
     out = out or sys.stdout

@@ -7,18 +7,22 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffexp.algorithms.mlflow_run import check_tracking_uri
+from diffexp.algorithms.mlflow_run import Tracker, check_tracking_uri, tracking_uri_for
+from diffexp.algorithms.run_identity import describe
+from diffexp.algorithms.run_record import (
+    CONFIG_HASH_ATTR,
+    FINGERPRINT_ATTR,
+    RUN_DIR_ATTR,
+    STUDY_FILE_ATTR,
+    STUDY_KIND_ATTR,
+)
 from diffexp.harness.progress import (
     KEY_ATTR,
     group_trials,
     key_state,
 )
-from diffexp.harness.run_identity import describe
 from diffexp.harness.storage import StorageSpec, open_storage, parse_storage_url, retry_callback_class
 from diffexp.harness.study import StudyPlan, load_study
-from diffexp.harness.tracking import Tracker, tracking_uri_for
-
-FINGERPRINT_ATTR = "diffexp:fingerprint"
 
 
 @dataclass
@@ -102,9 +106,9 @@ def setup_study(ctx: SweepContext, log=print):
     old = study.user_attrs.get(FINGERPRINT_ATTR)
     if old is None:
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        study.set_user_attr("diffexp:kind", ctx.study.kind)
-        study.set_user_attr("diffexp:study_file", str(ctx.study.path.resolve() if ctx.study.path else None))
-        study.set_user_attr("diffexp:run_dir", str(ctx.run_dir))
+        study.set_user_attr(STUDY_KIND_ATTR, ctx.study.kind)
+        study.set_user_attr(STUDY_FILE_ATTR, str(ctx.study.path.resolve() if ctx.study.path else None))
+        study.set_user_attr(RUN_DIR_ATTR, str(ctx.run_dir))
     elif old != fingerprint:
         log(
             f"note: study {ctx.study.name!r} in {ctx.storage.display} was created from a different version of "
@@ -154,7 +158,7 @@ def refuse_stale_cells(ctx: SweepContext, groups: dict) -> None:
     stale = []
     for cell in ctx.study.cells():
         finished = [t for t in groups.get(cell.key, []) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        ran_with = {t.user_attrs.get("diffexp:config_hash") for t in finished} - {None}
+        ran_with = {t.user_attrs.get(CONFIG_HASH_ATTR) for t in finished} - {None}
         if ran_with and describe(trial_config(ctx, cell, cell.key))["config_hash"] not in ran_with:
             stale.append(cell.key)
     if stale:

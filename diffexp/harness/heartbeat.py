@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-HEARTBEAT_ATTR = "diffexp:heartbeat"  # journal storage: unix time of the last heartbeat
+from diffexp.algorithms.run_record import HEARTBEAT_ATTR
 
 
 class TrialLost(RuntimeError):

@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
+from diffexp.algorithms.run_record import MLFLOW_RUN_ID_ATTR, RUN_DIR_ATTR
 from diffexp.harness.context import SweepContext, exit_on_sigterm, quiet_optuna, setup_study
 from diffexp.harness.progress import (
     status_table,
@@ -30,7 +30,7 @@ def best_trial_line(study, direction: str) -> str | None:
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
     return (
         f"best trial #{best.number} ({trial_key_of(best)}): value {best.value:.6g}; {params}; "
-        f"run dir {best.user_attrs.get('diffexp:run_dir')}; MLflow run {best.user_attrs.get('diffexp:mlflow_run_id')}"
+        f"run dir {best.user_attrs.get(RUN_DIR_ATTR)}; MLflow run {best.user_attrs.get(MLFLOW_RUN_ID_ATTR)}"
     )
 
 
@@ -62,8 +62,6 @@ def _subprocess_env(threads: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if threads is not None:  # torch takes its intra-op thread count from OMP_NUM_THREADS
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
 

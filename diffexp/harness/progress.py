@@ -13,8 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-KEY_ATTR = "diffexp:trial_key"
-IGNORED_ATTR = "diffexp:ignored"  # "duplicate of trial N" / "over budget": not part of the study
+from diffexp.algorithms.run_record import IGNORED_ATTR, KEY_ATTR, WORKER_ATTR
 
 
 def trial_key_of(trial) -> str:
@@ -136,11 +135,11 @@ def recent_workers(groups: dict[str, list], window: float | None) -> int:
     latest finish (the ETA's parallelism: at the moment one finishes, the others still run)."""
     trials = [t for ts in groups.values() for t in ts]
     done = [t.datetime_complete for t in trials if t.datetime_complete is not None]
-    names = {t.user_attrs.get("diffexp:worker") for t in trials if t.state.name == "RUNNING"}
+    names = {t.user_attrs.get(WORKER_ATTR) for t in trials if t.state.name == "RUNNING"}
     if done and window:
         latest = max(done)
         names |= {
-            t.user_attrs.get("diffexp:worker")
+            t.user_attrs.get(WORKER_ATTR)
             for t in trials
             if t.datetime_complete is not None and (latest - t.datetime_complete).total_seconds() <= window
         }

@@ -14,8 +14,6 @@ import os
 import sys
 from pathlib import Path
 
-LOG_NAME = "train.log"
-
 
 def console():
     """A line-buffered stream on the current standard output that later redirections do not move

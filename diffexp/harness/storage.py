@@ -13,13 +13,14 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from diffexp.algorithms.sqlite_lock import schema_lock
 
 #: pip packages that provide SQLAlchemy's database drivers (driver name -> package).
 DRIVER_PACKAGES = {
@@ -189,19 +190,6 @@ def claim_locked_rdb_storage(lock_path: Path):
                 return super().set_trial_state_values(trial_id, state, values)
 
     return ClaimLockedRDBStorage
-
-
-@contextlib.contextmanager
-def schema_lock(database: Path):
-    """An OS lock beside a SQLite file while a process opens it: Optuna's and MLflow's schema
-    creation are not safe against a second process doing the same ('table ... already exists')."""
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".schema-lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def open_storage(spec: StorageSpec, heartbeat_interval: int, grace_period: int, stale_callback: Callable | None = None):

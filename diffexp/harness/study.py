@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from diffexp.algorithms.config import ConfigError, config_class, load_config
-from diffexp.harness.run_identity import cell_key, flatten, reward_parts
+from diffexp.algorithms.run_identity import LOCATION_KEYS, cell_key, flatten
 from diffexp.harness.study_file import (
     HARNESS_KEYS,
     SearchParam,
@@ -48,6 +48,7 @@ class StudyPlan:
         self.path = path
         self.source = str(path) if path else "(inline study)"
         self.profile: str | None = None  # set by load_study; workers re-read the file with it
+        self._configs: dict[str, Any] = {}  # a trial's recipe -> its validated run config
         self._base = self._resolve_base(spec.base, "base")
         self._axes = self._parse_grid() if spec.grid is not None else {}
         self._check_overrides(spec.overrides, "overrides")
@@ -77,12 +78,18 @@ class StudyPlan:
             raise self._error(where, f"run config {path} does not exist")
         return path
 
+    def _flatten(self, data: dict[str, Any], cls, where: str) -> dict[str, Any]:
+        try:
+            return flatten(data, cls)
+        except ValueError as err:
+            raise self._error(where, str(err)) from None
+
     def _check_key(self, key: str, where: str) -> None:
         if key in HARNESS_KEYS:
             raise self._error(where, f"{key} is set by the harness for every trial (use --run-dir / --tracking-uri)")
 
     def _check_overrides(self, overrides: dict[str, Any], where: str) -> None:
-        for key in flatten(overrides, config_class("ddpo")):
+        for key in self._flatten(overrides, config_class(), where):
             self._check_key(key, f"{where}.{key}")
 
     def _parse_grid(self) -> dict[str, tuple[str, Any]]:
@@ -165,7 +172,7 @@ class StudyPlan:
         cls = _config_class_for(base, layers)
         overrides: dict[str, Any] = {}
         for layer in layers:
-            overrides.update(flatten(layer, cls))
+            overrides.update(self._flatten(layer, cls, "overrides"))
         return TrialSpec(key=key or cell_key(params), params=dict(params), base=base, overrides=overrides)
 
     def _search_values(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -249,44 +256,36 @@ class StudyPlan:
 
     # -- configs ----------------------------------------------------------------------------
     def build_config(self, trial: TrialSpec, run_fields: dict[str, Any] | None = None):
-        """The validated run config of a trial (``run_fields``: the harness's run.* values)."""
-        overrides = dict(trial.overrides)
+        """The validated run config of a trial, with ``run_fields`` (dotted values: the harness's
+        run folder and tracking). What the run does is built and validated once per trial, however
+        many callers ask; where it goes (``LOCATION_KEYS``) is then set on a copy."""
+        fields = dict(run_fields or {})
+        where = {k: fields.pop(k) for k in list(fields) if k.removeprefix("run.") in LOCATION_KEYS}
+        recipe = json.dumps([str(trial.base) if isinstance(trial.base, Path) else trial.base, trial.overrides, fields],
+                            sort_keys=True, default=str)  # fmt: skip
+        if recipe not in self._configs:
+            self._configs[recipe] = self._validated_config(trial, fields)
+        config = self._configs[recipe].model_copy(deep=True)
+        try:
+            for dotted, value in where.items():
+                setattr(config.run, dotted.removeprefix("run."), value)
+        except (ValidationError, ValueError) as err:
+            raise StudyError(f"trial {trial.key} ({trial.label()}) in {self.source}: {err}") from None
+        return config
+
+    def _validated_config(self, trial: TrialSpec, fields: dict[str, Any]):
+        overrides = {**trial.overrides, **fields}
         base_path = None
         if isinstance(trial.base, Path):
             base_path = trial.base
         else:
-            algorithm = overrides.get("algorithm", (trial.base or {}).get("algorithm", "ddpo"))
-            try:
-                cls = config_class(algorithm)
-            except ConfigError:
-                cls = config_class("ddpo")
-            overrides = {**flatten(trial.base or {}, cls), **overrides}
-        overrides.update(run_fields or {})
+            cls = config_class(overrides.get("algorithm", (trial.base or {}).get("algorithm")), lenient=True)
+            overrides = {**self._flatten(trial.base or {}, cls, "base"), **overrides}
         try:
-            config = load_config(base_path, overrides)
+            return load_config(base_path, overrides)
         except ConfigError as err:
             text = str(err).replace("invalid config (defaults):", "invalid run config:")
             raise StudyError(f"trial {trial.key} ({trial.label()}) in {self.source}: {text}") from None
-        self._check_registered(config, trial)
-        return config
-
-    def _check_registered(self, config, trial: TrialSpec) -> None:
-        from diffexp.prompts.sets import prompt_set_names
-        from diffexp.rewards import reward_names
-
-        rewards, prompt_sets = reward_names(), prompt_set_names()
-        for name in reward_parts(config.reward):
-            if name not in rewards:
-                field = "reward.weights" if config.reward.weights else "reward.name"
-                raise StudyError(
-                    f"trial {trial.key} ({trial.label()}) in {self.source}: {field}: unknown reward {name!r}; "
-                    f"registered: {rewards}"
-                )
-        if config.prompts.set != "list" and config.prompts.set not in prompt_sets:
-            raise StudyError(
-                f"trial {trial.key} ({trial.label()}) in {self.source}: prompts.set: unknown prompt set "
-                f"{config.prompts.set!r}; known: {prompt_sets} or 'list'"
-            )
 
     def fingerprint(self) -> str:
         """Identifies the trials a study defines (the grid's cells, or the search space)."""
@@ -339,10 +338,7 @@ def _config_class_for(base, layers: list[dict[str, Any]]):
                 algorithm = None
         elif isinstance(base, dict):
             algorithm = base.get("algorithm")
-    try:
-        return config_class(algorithm or "ddpo")
-    except ConfigError:
-        return config_class("ddpo")  # validation names the bad algorithm later
+    return config_class(algorithm, lenient=True)  # validation names a bad algorithm later
 
 
 def _condition_holds(when: dict[str, Any], params: dict[str, Any]) -> bool:

@@ -44,22 +44,17 @@ import time
 import traceback
 from pathlib import Path
 
+from diffexp.algorithms import run_record as rec
 from diffexp.algorithms.checkpointing import checkpoint_usable_or_set_aside
-from diffexp.harness.callbacks import trial_callback
+from diffexp.algorithms.mlflow_run import Tracker
+from diffexp.algorithms.run_identity import describe
+from diffexp.algorithms.run_record import HEARTBEAT_ATTR, IGNORED_ATTR, KEY_ATTR
+from diffexp.harness.callbacks import epoch_metrics, trial_callback
 from diffexp.harness.context import SweepContext, exit_on_sigterm, open_study, resolve_context, trial_config
-from diffexp.harness.heartbeat import HEARTBEAT_ATTR, Heartbeat, TrialLost
-from diffexp.harness.progress import (
-    IGNORED_ATTR,
-    KEY_ATTR,
-    Progress,
-    group_trials,
-    study_progress,
-    trial_key_of,
-)
-from diffexp.harness.run_identity import describe
-from diffexp.harness.run_log import LOG_NAME, trial_output
+from diffexp.harness.heartbeat import Heartbeat, TrialLost
+from diffexp.harness.progress import Progress, group_trials, study_progress, trial_key_of
 from diffexp.harness.run_log import console as _console
-from diffexp.harness.tracking import Tracker
+from diffexp.harness.run_log import trial_output
 
 
 class Worker:
@@ -211,7 +206,7 @@ class Worker:
             optuna.storages.fail_stale_trials(self.study)  # runs the retry callback on each trial it fails
             for t in running:
                 after = self.storage.get_trial(t._trial_id)
-                if after.state == TrialState.FAIL and "diffexp:error" not in after.user_attrs:
+                if after.state == TrialState.FAIL and rec.ERROR_ATTR not in after.user_attrs:
                     self.log(
                         f"trial #{t.number} {trial_key_of(t)}: no heartbeat for {grace}s, its worker is presumed "
                         "dead; re-queued"
@@ -280,27 +275,27 @@ class Worker:
                 info = describe(config)
                 tags = {
                     **info,
-                    "checkpoint_dir": str(trial_dir / "checkpoints"),
-                    "run_dir": str(trial_dir),
-                    "optuna.study": study_def.name,
-                    "optuna.trial_number": str(trial.number),
-                    "optuna.storage": self.ctx.storage.display,
-                    "worker": self.name,
+                    rec.CHECKPOINT_DIR_TAG: str(trial_dir / rec.CHECKPOINT_DIR),
+                    rec.RUN_DIR_TAG: str(trial_dir),
+                    rec.OPTUNA_STUDY_TAG: study_def.name,
+                    rec.OPTUNA_TRIAL_NUMBER_TAG: str(trial.number),
+                    rec.OPTUNA_STORAGE_TAG: self.ctx.storage.display,
+                    rec.WORKER_TAG: self.name,
                 }
                 run_id = self.tracker.start_trial(key, tags, params, config)
                 config.run.mlflow_run_id = run_id
                 attrs = {
                     **info,
                     "mlflow_run_id": run_id,
-                    "run_dir": str(trial_dir),
-                    "worker": self.name,
+                    rec.RUN_DIR_TAG: str(trial_dir),
+                    rec.WORKER_TAG: self.name,
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                 }
                 for name, value in attrs.items():
-                    trial.set_user_attr(f"diffexp:{name}", value)
+                    trial.set_user_attr(rec.attr(name), value)
                 retry_of = frozen.system_attrs.get("failed_trial")
-                with trial_output(trial_dir / LOG_NAME, enabled=self.capture):
+                with trial_output(trial_dir / rec.TRAIN_LOG_NAME, enabled=self.capture):
                     self.note(
                         f"trial #{trial.number} {key}: start ({tspec.label()})"
                         + (f", retry of #{retry_of}" if retry_of is not None else "")
@@ -319,9 +314,9 @@ class Worker:
                     self._interrupted(trial, key, run_id, "interrupted (SIGTERM)")
                     raise
                 trial.set_user_attr(
-                    "diffexp:error", "".join(traceback.format_exception_only(type(err), err)).strip()[-2000:]
+                    rec.ERROR_ATTR, "".join(traceback.format_exception_only(type(err), err)).strip()[-2000:]
                 )
-                log_file = self.ctx.run_dir / "trials" / key / LOG_NAME
+                log_file = self.ctx.run_dir / "trials" / key / rec.TRAIN_LOG_NAME
                 where = f" (traceback in {log_file})" if self.capture else ""
                 self.log(f"trial #{trial.number} {key}: FAILED: {type(err).__name__}: {err}{where}")
                 if self.capture:
@@ -337,16 +332,16 @@ class Worker:
         from diffexp.algorithms.runner import run
 
         spec = self.ctx.study.spec
-        result_file = trial_dir / "result.json"
+        result_file = trial_dir / rec.RESULT_NAME
         if result_file.exists():
             result = json.loads(result_file.read_text())
             if result.get("config_hash") == config_hash:
                 self.note(f"trial #{trial.number} {key}: finished earlier (result.json), not retrained")
-                trial.set_user_attr("diffexp:reused_result", str(result_file))
+                trial.set_user_attr(rec.REUSED_RESULT_ATTR, str(result_file))
                 return float(result["value"])
-        last = trial_dir / "checkpoints" / "last.ckpt"
+        last = rec.last_checkpoint(trial_dir)
         if last.exists() and checkpoint_usable_or_set_aside(last):
-            trial.set_user_attr("diffexp:resumed_from", str(last))
+            trial.set_user_attr(rec.RESUMED_FROM_ATTR, str(last))
             self.note(f"trial #{trial.number} {key}: resuming from {last}")
         prune = self.ctx.study.kind == "search" and spec.search.pruner.kind != "none"
         # a worker declared dead while alive stops at its next step and frees the trial's directory
@@ -358,7 +353,7 @@ class Worker:
         )
         if heartbeat.lost:
             raise TrialLost(f"trial #{trial.number} was declared dead by another worker")
-        metrics = dict(getattr(module, "last_metrics", None) or {})
+        metrics = epoch_metrics(module.trainer)
         if spec.objective.metric not in metrics and config.run.mlflow_run_id:
             metrics = {**self.tracker.latest_metrics(config.run.mlflow_run_id), **metrics}
         if spec.objective.metric not in metrics:
@@ -414,7 +409,7 @@ class Worker:
             self.study.tell(trial, state=TrialState.FAIL)
             self.retry(self.study, copy.deepcopy(self.storage.get_trial(trial._trial_id)))
             if run_id:
-                self.tracker.finish_trial(run_id, "FAIL", None, {"interrupted": note})
+                self.tracker.finish_trial(run_id, "FAIL", None, {rec.INTERRUPTED_TAG: note})
         except Exception:  # noqa: BLE001 - the trial was closed by another worker meanwhile
             pass
         self.log(f"trial #{trial.number} {key}: {note}; re-queued")

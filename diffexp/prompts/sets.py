@@ -23,10 +23,19 @@ PromptSetFactory = Callable[..., list[Prompt]]
 PROMPT_SETS: Registry[PromptSetFactory] = Registry("prompt set")
 
 
-def register_prompt_set(name: str, *, label: str | None = None):
+def register_prompt_set(name: str, *, label: str | None = None, heldout_options: dict | None = None):
     """Decorator registering a factory ``(**options) -> list[Prompt]`` under ``name``; ``label`` is
-    the set's name in report titles."""
-    return PROMPT_SETS.register(name, label=label)
+    the set's name in report titles, ``heldout_options`` the options that select its held-out
+    evaluation prompts when a run's ``prompts.eval_options`` does not say (e.g. ``{"split": "heldout"}``)."""
+    return PROMPT_SETS.register(name, label=label, heldout_options=dict(heldout_options or {}))
+
+
+def heldout_options(name: str) -> dict:
+    """The options a set's registration gives its held-out prompts (none for 'list' or an unknown set,
+    which the config's name check reports)."""
+    if name == "list" or name not in PROMPT_SETS:
+        return {}
+    return dict(PROMPT_SETS.entry(name).extra.get("heldout_options", {}))
 
 
 def prompt_set_names() -> list[str]:

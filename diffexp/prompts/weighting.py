@@ -86,7 +86,7 @@ def validate(prompt: str) -> None:
 
 
 #: Text with none of compel's syntax characters, which compel returns as one fragment of weight 1
-#: with its whitespace collapsed (tests/test_weighting.py checks this against the parser).
+#: with its whitespace collapsed (tests/prompts/test_weighting.py checks this against the parser).
 _PLAIN = re.compile(r"[\w' ]*")
 
 

@@ -20,10 +20,12 @@ from urllib.request import url2pathname
 import numpy as np
 import pandas as pd
 
+from diffexp.algorithms import run_record as rec
+from diffexp.algorithms.run_record import CONFIG_NAME
 from diffexp.evaluation.artifacts import EVAL_IMAGE_DIR, PROMPTS_NAME, parse_eval_image
 
 #: identifying columns carried on every row of the long metric table
-ID_COLUMNS = ["run_id", "algorithm", "strategy", "seed", "reward", "prompt_set", "task"]
+ID_COLUMNS = ["run_id", *rec.IDENTITY_TAGS, "task"]
 #: metrics that are bookkeeping, not curves
 SKIP_METRICS = {"reward_queries", "epoch"}
 #: tag name -> flattened-config params to fall back on (both "." and "/" separators are tried)
@@ -164,9 +166,7 @@ def _remote_artifacts(client, run_id: str, cache: Path) -> tuple[list[Path], Pat
         wanted = [p for p in names if parse_eval_image(Path(p).name) or Path(p).name == PROMPTS_NAME]
         files = [Path(client.download_artifacts(run_id, p, str(cache / run_id))) for p in wanted]
         config = (
-            Path(client.download_artifacts(run_id, "config.yaml", str(cache / run_id)))
-            if "config.yaml" in listed
-            else None
+            Path(client.download_artifacts(run_id, CONFIG_NAME, str(cache / run_id))) if CONFIG_NAME in listed else None
         )
         return files, config
     except Exception:  # an unreachable artifact store should not stop the report
@@ -184,16 +184,16 @@ def _artifacts(client, run, cache: Path) -> tuple[list[tuple[str, int, Path]], l
     root = _local_artifact_root(run)
     if root is not None:
         files = _eval_files(root / EVAL_IMAGE_DIR) if (root / EVAL_IMAGE_DIR).is_dir() else []
-        config_path = root / "config.yaml" if (root / "config.yaml").is_file() else None
+        config_path = root / CONFIG_NAME if (root / CONFIG_NAME).is_file() else None
     else:
         files, config_path = _remote_artifacts(client, run.info.run_id, cache)
-    folders = [Path(run.data.tags[k]) for k in ("run_dir", "checkpoint_dir") if run.data.tags.get(k)]
+    folders = [Path(run.data.tags[k]) for k in (rec.RUN_DIR_TAG, rec.CHECKPOINT_DIR_TAG) if run.data.tags.get(k)]
     if not files or config_path is None:
         for folder in [f for d in folders for f in (d, d.parent)]:
             if not files and (folder / EVAL_IMAGE_DIR).is_dir():
                 files = _eval_files(folder / EVAL_IMAGE_DIR)
-            if config_path is None and (folder / "config.yaml").is_file():
-                config_path = folder / "config.yaml"
+            if config_path is None and (folder / CONFIG_NAME).is_file():
+                config_path = folder / CONFIG_NAME
     images = sorted((e.kind, e.queries, p) for p in files if (e := parse_eval_image(p.name)))
     prompts_file = next((p for p in files if p.name == PROMPTS_NAME), None)
     prompts = json.loads(prompts_file.read_text()) if prompts_file is not None else None
@@ -240,7 +240,7 @@ def load_results(
     for run in _all_runs(client, list(exp_names)) if exp_names else []:
         if run_name_filter is not None and run.info.run_name != run_name_filter:
             continue
-        state = run.data.tags.get("optuna.state", "")
+        state = run.data.tags.get(rec.TRIAL_STATE_TAG, "")
         if (run.info.status == "FAILED" or state in DROPPED_TRIAL_STATES) and not include_failed:
             notes.append(
                 f"left out {state if state in DROPPED_TRIAL_STATES else 'FAILED'} run {run.info.run_name} "
@@ -255,8 +255,8 @@ def load_results(
             "experiment": exp_names[run.info.experiment_id],
             "status": run.info.status,
             "start_time": run.info.start_time,
-            "git_commit": tags.get("mlflow.source.git.commit") or tags.get("git_commit"),
-            "config_hash": tags.get("config_hash"),
+            "git_commit": next((tags[t] for t in rec.GIT_COMMIT_TAGS if tags.get(t)), None),
+            "config_hash": tags.get(rec.CONFIG_HASH_TAG),
             **ident,
             "tags": {k: v for k, v in tags.items() if not k.startswith("mlflow.")},
             "params": params,

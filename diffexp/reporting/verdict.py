@@ -24,7 +24,7 @@ same spread, and each strategy's own standard deviation is shown beside it):
   (``eval_gt_*``) did not, the first sign of reward hacking.
 
 Why t intervals: see :mod:`diffexp.reporting.stats`; the estimators are tested against scipy and
-by simulation (coverage, power) in ``tests/reporting/test_reporting_verdict.py``.
+by simulation (coverage, power) in ``tests/reporting/test_verdict.py``.
 """
 
 from __future__ import annotations

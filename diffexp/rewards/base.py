@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from diffexp.registry import Registry
+from diffexp.rewards.parts import parse_weights
 
 
 class Reward(torch.nn.Module):
@@ -91,14 +92,6 @@ def build_reward(name: str, **kwargs) -> Reward:
 
 
 def build_weighted_sum(config: Mapping[str, float | Mapping[str, Any]]) -> WeightedSum:
-    """A weighted sum from a config, e.g. ``{"aesthetic": 1.0, "pickscore": {"weight": 0.1, "model": "/w/ps"}}``.
-
-    Each key names a part and, unless its options say ``reward: <name>``, the registered reward; the
-    value is the part's weight or a mapping of ``weight`` (default 1) and the reward's constructor options.
-    """
-    parts = {}
-    for key, value in config.items():
-        options = dict(value) if isinstance(value, Mapping) else {"weight": value}
-        weight = float(options.pop("weight", 1.0))
-        parts[key] = (build_reward(options.pop("reward", key), **options), weight)
-    return WeightedSum(parts)
+    """A weighted sum from a config, e.g. ``{"aesthetic": 1.0, "pickscore": {"weight": 0.1, "model": "/w/ps"}}``
+    (parsed by :func:`diffexp.rewards.parts.parse_weights`)."""
+    return WeightedSum({p.part: (build_reward(p.reward, **p.options), p.weight) for p in parse_weights(config)})

@@ -5,6 +5,14 @@ import pytest
 
 from diffexp.algorithms.config import ConfigError, load_config
 
+#: what every run must name (the core has no default model, prompt set or reward)
+RUN = {
+    "model.pretrained": "tiny-sd15",
+    "prompts.set": "list",
+    "prompts.prompts": ["a cat"],
+    "reward.name": "brightness",
+}
+
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
@@ -27,7 +35,7 @@ def test_a_wrong_name_or_constraint_is_refused_when_the_config_is_built(tmp_path
     if "train.timestep_window" in overrides and algorithm == "alignprop":
         pytest.skip("AlignProp has no timestep window")
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
-        load_config(None, {"algorithm": algorithm, "run.output_dir": str(tmp_path), **overrides})
+        load_config(None, {**RUN, "algorithm": algorithm, "run.output_dir": str(tmp_path), **overrides})
     assert not any(tmp_path.iterdir())
 
 
@@ -35,6 +43,7 @@ def test_overlapping_windows_and_registered_names_pass():
     config = load_config(
         None,
         {
+            **RUN,
             "exploration.strategy": "sde_window",
             "sample.num_steps": 10,
             "train.timestep_window": [0.0, 0.3],

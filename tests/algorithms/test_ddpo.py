@@ -11,6 +11,7 @@ import yaml
 
 from diffexp.algorithms.config import ConfigError, load_config
 from diffexp.algorithms.runner import run
+from tests.helpers import NAMED
 
 BASE = {
     "model.pretrained": "tiny-sd15",
@@ -68,6 +69,10 @@ def test_epoch_accounting_and_logging(tmp_path):
     assert df["eval_reward_mean"].notna().iloc[0] and df["eval_reward_mean"].notna().iloc[-1]
     assert (tmp_path / "r" / "checkpoints" / "last.ckpt").exists()
     assert list((tmp_path / "r" / "eval_images").glob("*.png"))
+    # the last epoch's metrics reach callbacks (the harness's, optuna-integration's) as Lightning's own
+    last, seen = train.iloc[-1], module.trainer.callback_metrics
+    for column in ("reward_mean", "eval_reward_mean", "loss", "reward_queries"):
+        assert float(seen[column]) == pytest.approx(last[column]), column
 
 
 @pytest.mark.slow
@@ -182,6 +187,7 @@ def test_batch_arithmetic():
     c = load_config(
         None,
         {
+            **NAMED,
             "sample.batch_size": 8,
             "sample.num_batches_per_epoch": 4,
             "train.batch_size": 4,
@@ -199,14 +205,14 @@ def test_batch_arithmetic():
         "train_timesteps_per_sample": 10,
     }
     early = load_config(
-        None, {"sample.num_steps": 20, "train.timestep_window": [0.0, 0.5], "train.timestep_fraction": 1.0}
+        None, {**NAMED, "sample.num_steps": 20, "train.timestep_window": [0.0, 0.5], "train.timestep_fraction": 1.0}
     )
     assert (
         list(early.train.window_steps(20)) == list(range(10))
         and early.batch_arithmetic()["train_timesteps_per_sample"] == 10
     )
     middle = load_config(
-        None, {"sample.num_steps": 10, "train.timestep_window": [0.25, 0.75], "train.timestep_fraction": 0.5}
+        None, {**NAMED, "sample.num_steps": 10, "train.timestep_window": [0.25, 0.75], "train.timestep_fraction": 0.5}
     )
     assert (
         list(middle.train.window_steps(10)) == [2, 3, 4, 5, 6, 7]
@@ -217,8 +223,8 @@ def test_batch_arithmetic():
 def test_batch_arithmetic_printout_names_the_window(capsys):
     from diffexp.algorithms.runner import print_batch_arithmetic
 
-    print_batch_arithmetic(load_config(None, {"sample.num_steps": 20, "train.timestep_window": [0.0, 0.5]}))
-    print_batch_arithmetic(load_config(None, {"sample.num_steps": 20}))
+    print_batch_arithmetic(load_config(None, {**NAMED, "sample.num_steps": 20, "train.timestep_window": [0.0, 0.5]}))
+    print_batch_arithmetic(load_config(None, {**NAMED, "sample.num_steps": 20}))
     early, whole = capsys.readouterr().out.splitlines()
     assert early.endswith("(drawn from steps 0-9 of 0-19)") and "drawn from" not in whole
 

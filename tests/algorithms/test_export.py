@@ -30,7 +30,7 @@ def draw(pipe) -> torch.Tensor:
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     config = load_config(
-        "experiments/embedded/ddpo.yaml",
+        "diffexp/embedded/configs/ddpo.yaml",
         {
             "sample.num_steps": 4,
             "sample.batch_size": 8,

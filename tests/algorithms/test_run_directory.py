@@ -14,6 +14,7 @@ from diffexp.algorithms.config import ConfigError, load_config
 from diffexp.algorithms.run_directory import RunDirectory, RunDirectoryError, config_differences
 from diffexp.algorithms.runner import run
 from diffexp.algorithms.stopping import NonFiniteError
+from tests.helpers import NAMED
 
 BASE = {
     "model": {"pretrained": "tiny-sd15"},
@@ -96,12 +97,12 @@ def test_a_kill_leaves_no_stale_lock(tmp_path):
     script = (
         "import sys, time; from diffexp.algorithms.config import load_config; "
         "from diffexp.algorithms.run_directory import RunDirectory; "
-        f"c = load_config(None, {{'run.output_dir': {str(tmp_path)!r}, 'run.name': 'k'}}); "
+        f"c = load_config(None, {{**{NAMED!r}, 'run.output_dir': {str(tmp_path)!r}, 'run.name': 'k'}}); "
         "d = RunDirectory.open(c); print('locked', flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    c = load_config(None, {"run.output_dir": str(tmp_path), "run.name": "k"})
+    c = load_config(None, {**NAMED, "run.output_dir": str(tmp_path), "run.name": "k"})
     with pytest.raises(RunDirectoryError, match="in use"):
         RunDirectory.open(c)
     holder.kill()
@@ -174,7 +175,7 @@ def test_config_differences_lists_nested_fields():
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", ".inf"])
 def test_non_finite_numbers_are_refused_by_the_config(value):
     with pytest.raises(ConfigError, match="train.learning_rate: Input should be a finite number"):
-        load_config(None, {"train.learning_rate": yaml.safe_load(value) if value != "inf" else float("inf")})
+        load_config(None, {**NAMED, "train.learning_rate": yaml.safe_load(value) if value != "inf" else float("inf")})
 
 
 def test_a_non_finite_update_stops_the_run_and_the_checkpoint_stays_finite(tmp_path, monkeypatch):
@@ -201,10 +202,10 @@ def test_a_non_finite_update_stops_the_run_and_the_checkpoint_stays_finite(tmp_p
 def test_output_dir_a_file_and_names_outside_it_are_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunDirectoryError, match="is a file"):
-        run(load_config(None, {"run.output_dir": str(tmp_path / "file")}))
+        run(load_config(None, {**NAMED, "run.output_dir": str(tmp_path / "file")}))
     for name in ["../../x", "a/b", "..", ""]:
         with pytest.raises(ConfigError, match="run.name"):
-            load_config(None, {"run.name": name})
+            load_config(None, {**NAMED, "run.name": name})
 
 
 def test_gpu_accelerator_without_a_gpu_is_a_clear_error(tmp_path):
@@ -222,9 +223,9 @@ def test_ddp_processes_on_cpu_share_the_cores(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     try:
-        configure_threads(load_config(None, {"run.devices": 2, "run.accelerator": "cpu"}))
+        configure_threads(load_config(None, {**NAMED, "run.devices": 2, "run.accelerator": "cpu"}))
         assert torch.get_num_threads() == 4
-        configure_threads(load_config(None, {"run.devices": 2, "run.accelerator": "cpu", "run.threads": 3}))
+        configure_threads(load_config(None, {**NAMED, "run.devices": 2, "run.accelerator": "cpu", "run.threads": 3}))
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)

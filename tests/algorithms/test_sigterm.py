@@ -27,7 +27,7 @@ def train(tmp_path, name: str) -> list[str]:
         "diffexp",
         "train",
         "--config",
-        "experiments/embedded/ddpo.yaml",
+        "diffexp/embedded/configs/ddpo.yaml",
         *OVERRIDES,
         f"run.output_dir={tmp_path}",
         f"run.name={name}",

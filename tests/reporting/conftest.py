@@ -8,7 +8,7 @@
   sample strip, prompts), one prompt being ``<script>alert(1)</script>``; DDPO x alignment's
   baseline does not learn; plus one FAILED run that the report must leave out;
 * ``hand``: 2 strategies x 2 seeds x 3 points whose table numbers are computed by hand in
-  ``test_reporting_tables.py`` (seed given as a param, no ``seed``/``reward`` tags);
+  ``test_tables.py`` (seed given as a param, no ``seed``/``reward`` tags);
 * ``bare``: 2 runs without any tags or params (fallbacks).
 
 Built once per session (creating the SQLite schema is the slow part, ~5 s).

@@ -11,9 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from diffexp.ablation import README, readme_markers
 from diffexp.reporting.figures import svg_panels
-from tests.reporting.test_reporting_report import MACHINE_PATH, page_text
+from tests.helpers import load_script
+from tests.reporting.test_report import MACHINE_PATH, page_text
+
+QUOTE = load_script("reports/quote_verdict.py")
+README, readme_markers = QUOTE.README, QUOTE.readme_markers
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 PROFILES = {"default": "embedded", "full": "embedded-full"}

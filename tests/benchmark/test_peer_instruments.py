@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmark" / "peer"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmark" / "peer"))
 from instruments import PeakRSS, UNetClock  # noqa: E402 (a sibling file, importable once sys.path has its folder)
 
 

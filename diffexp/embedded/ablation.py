@@ -2,10 +2,11 @@
 
 The paper's four cells ({DDPO, AlignProp} x {aesthetic on single objects, alignment on
 compositions}) x the four exploration strategies x seeds on the embedded world
-(``experiments/ablations/embedded_ablation.yaml``), each cell exactly once; re-running resumes a
-partly finished study. Profiles (the study file's ``profiles``): ``default`` (about 25 minutes on
-2 cores), ``quick`` (a smoke test) and ``full`` (5 seeds, twice the budgets, four times DDPO x
-alignment's). The default and full profiles' runs also rewrite the verdicts the README quotes.
+(``diffexp/embedded/configs/embedded_ablation.yaml``, shipped with the package), each cell exactly
+once; re-running resumes a partly finished study. Profiles (the study file's ``profiles``):
+``default`` (about 20 minutes on 2 cores), ``quick`` (a smoke test) and ``full`` (5 seeds, twice the
+budgets, four times DDPO x alignment's). ``make demo`` then quotes the verdict in the README
+(``reports/quote_verdict.py``); the library writes only the report.
 """
 
 from __future__ import annotations
@@ -15,14 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STUDY = ROOT / "experiments" / "ablations" / "embedded_ablation.yaml"
-README = ROOT / "README.md"
-#: the README's block that quotes the default profile's verdict, rewritten by every default run
-README_START = "<!-- verdict: written by `make demo` from reports/embedded/verdict.md; do not edit by hand -->"
-README_END = "<!-- end of verdict -->"
-#: the profiles whose verdict the README quotes
-QUOTED_PROFILES = ("default", "full")
+#: the main job's study file, package data beside the run configs it names
+DEFAULT_STUDY = Path(__file__).resolve().parent / "configs" / "embedded_ablation.yaml"
 
 
 def add_ablation_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,34 +41,8 @@ def add_ablation_command(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 
 def report_dir(profile: str) -> Path:
+    """Where a profile's report goes by default (relative to the working directory)."""
     return Path("reports") / ("embedded" if profile == "default" else f"embedded-{profile}")
-
-
-def readme_markers(profile: str = "default") -> tuple[str, str]:
-    """The comments around the README's quote of a profile's verdict."""
-    if profile == "default":
-        return README_START, README_END
-    source = f"{report_dir(profile).as_posix()}/verdict.md"
-    return (
-        f"<!-- {profile} verdict: written by `make demo PROFILE={profile}` from {source}; do not edit by hand -->",
-        f"<!-- end of the {profile} verdict -->",
-    )
-
-
-def update_readme(readme: Path, verdict: str, profile: str = "default") -> bool:
-    """Replace the README's block quoting ``profile``'s verdict with ``verdict``.
-    Returns whether the file changed; a README without the block is left alone."""
-    if not readme.is_file():
-        return False
-    text = readme.read_text(encoding="utf-8")
-    opening, closing = readme_markers(profile)
-    start, end = text.find(opening), text.find(closing)
-    if start < 0 or end < start:
-        return False
-    new = text[: start + len(opening)] + "\n" + verdict + text[end:]
-    if new != text:
-        readme.write_text(new, encoding="utf-8")
-    return new != text
 
 
 def run_ablation_command(args: argparse.Namespace) -> int:
@@ -93,9 +62,6 @@ def run_ablation_command(args: argparse.Namespace) -> int:
     result = build_report(ctx.run_dir, out=out, command=["diffexp", *sys.argv[1:]])
     print()
     print_result(result)
-    if args.profile in QUOTED_PROFILES and args.out is None and args.study == DEFAULT_STUDY and status == 0:
-        if update_readme(README, (Path(out) / "verdict.md").read_text(encoding="utf-8"), args.profile):
-            print(f"updated the verdict quoted in {README.name}")
     total = time.perf_counter() - start
     print(
         f"\nprofile {args.profile}: study {swept / 60:.1f} min, with the report {total / 60:.1f} min"

@@ -12,7 +12,7 @@ from diffexp.exploration import build_strategy
 from diffexp.prompts.base import Prompt
 from diffexp.sampling.flow_trajectory import FlowTrajectorySampler, make_sampler
 from diffexp.sampling.trajectory import TrajectorySampler
-from tests.test_sampler import ALL_STRATEGIES
+from tests.sampling.test_sampler import ALL_STRATEGIES
 
 PROMPTS = ["a cat and a dog", "a red circle above a blue square"]
 STEPS = 6

@@ -8,10 +8,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from diffexp.algorithms.run_record import HEARTBEAT_ATTR, IGNORED_ATTR, KEY_ATTR
 from diffexp.harness.context import resolve_context, setup_study
-from diffexp.harness.heartbeat import HEARTBEAT_ATTR, Heartbeat
-from diffexp.harness.progress import IGNORED_ATTR, KEY_ATTR, study_progress
+from diffexp.harness.heartbeat import Heartbeat
+from diffexp.harness.progress import study_progress
 from diffexp.harness.worker import Worker
+from tests.helpers import NAMED
 
 TINY_GRID = Path(__file__).resolve().parents[2] / "experiments" / "ablations" / "tiny_grid.yaml"
 SEARCH = {
@@ -175,7 +177,7 @@ def test_a_finished_result_is_not_retrained(tmp_path, monkeypatch):
     import json
 
     import diffexp.algorithms.runner as runner
-    from diffexp.harness.run_identity import config_hash
+    from diffexp.algorithms.run_identity import config_hash
 
     monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("retrained"))
     ctx = context(tmp_path)
@@ -193,7 +195,7 @@ def test_a_finished_result_is_not_retrained(tmp_path, monkeypatch):
 def test_simultaneous_mlflow_runs_of_one_cell_collapse_to_the_earliest(tmp_path, monkeypatch):
     """A worker declared dead may start its MLflow run at the same moment as the retry: both look,
     find none and create one; the later one is deleted and both log into the earliest."""
-    from diffexp.harness.tracking import Tracker
+    from diffexp.algorithms.mlflow_run import Tracker
 
     ctx = context(tmp_path)
     tracker = Tracker(ctx.tracking_uri, ctx.study.name, ctx.run_dir)
@@ -217,8 +219,8 @@ def test_simultaneous_mlflow_runs_of_one_cell_collapse_to_the_earliest(tmp_path,
 def test_finished_cells_of_a_changed_config_are_refused(tmp_path):
     """A finished cell whose run config hashes differently now (a base config, a default or the
     shipped embedded weights changed) stops the sweep with an error naming the cell."""
+    from diffexp.algorithms.run_identity import describe
     from diffexp.harness.context import trial_config
-    from diffexp.harness.run_identity import describe
     from diffexp.harness.study_file import StudyError
 
     ctx = context(tmp_path)
@@ -240,11 +242,11 @@ def test_finished_cells_of_a_changed_config_are_refused(tmp_path):
 def test_config_hash_follows_the_shipped_embedded_weights(monkeypatch):
     import diffexp.embedded as world
     from diffexp.algorithms.config import load_config
-    from diffexp.harness.run_identity import config_hash
+    from diffexp.algorithms.run_identity import config_hash
     from diffexp.plugins import FINGERPRINTS, load_plugins
 
-    embedded = load_config(None, {"model.pretrained": "embedded"})
-    twin = load_config(None, {"model.pretrained": "tiny-sd15", "reward.name": "brightness"})
+    embedded = load_config(None, {**NAMED, "model.pretrained": "embedded", "reward.name": "embedded_alignment"})
+    twin = load_config(None, NAMED)
     before = config_hash(embedded), config_hash(twin)
     load_plugins()
     shipped = [name for name, f in FINGERPRINTS.items() if f is world.weights_fingerprint]

@@ -7,8 +7,8 @@ import optuna
 import pytest
 import yaml
 
+from diffexp.algorithms.run_identity import cell_key, config_hash, describe
 from diffexp.harness.cli import add_sweep_command, dry_run
-from diffexp.harness.run_identity import cell_key, config_hash, describe
 from diffexp.harness.study import load_study, study_from_dict
 from diffexp.harness.study_file import StudyError
 
@@ -57,7 +57,15 @@ def test_config_hash_ignores_where_a_run_goes():
 
 def test_named_axis_with_bases_and_section_merging(tmp_path):
     (tmp_path / "ddpo.yaml").write_text(
-        yaml.safe_dump({"algorithm": "ddpo", "train": {"learning_rate": 1e-4, "batch_size": 2}})
+        yaml.safe_dump(
+            {
+                "algorithm": "ddpo",
+                "model": {"pretrained": "tiny-sd15"},
+                "prompts": {"set": "list", "prompts": ["a cat"]},
+                "reward": {"name": "brightness"},
+                "train": {"learning_rate": 1e-4, "batch_size": 2},
+            }
+        )
     )
     data = tiny(
         grid={
@@ -252,7 +260,9 @@ def test_dry_run_prints_every_trial(tmp_path):
 def test_dry_run_shipped_studies():
     """The embedded ablation (4 cells x 4 strategies x 3 seeds) and the TPE search validate."""
     out = io.StringIO()
-    dry_run(ROOT / "experiments" / "ablations" / "embedded_ablation.yaml", run_dir="/tmp/unused-dry-run", out=out)
+    dry_run(
+        ROOT / "diffexp" / "embedded" / "configs" / "embedded_ablation.yaml", run_dir="/tmp/unused-dry-run", out=out
+    )
     text = out.getvalue()
     assert "grid, 48 trials" in text and "ok: 48 trial config(s) valid" in text
     for cell in ("ddpo_aesthetic", "ddpo_alignment", "alignprop_aesthetic", "alignprop_alignment"):
@@ -337,7 +347,7 @@ def test_status_of_a_study_never_run(tmp_path, capsys):
     assert "no study 'tiny_grid'" in capsys.readouterr().err and not (tmp_path / "rd").exists()
 
 
-EMBEDDED = ROOT / "experiments" / "ablations" / "embedded_ablation.yaml"
+EMBEDDED = ROOT / "diffexp" / "embedded" / "configs" / "embedded_ablation.yaml"
 
 
 def test_profiles_change_budget_and_seeds_and_keep_their_own_study():
@@ -398,3 +408,24 @@ def test_search_profile_replaces_budget_and_merges_the_pruner():
     )
     with pytest.raises(StudyError, match="the study is a grid"):
         study_from_dict(tiny(profiles={"q": {"search": {"n_trials": 2}}}), TINY_GRID, "q")
+
+
+def test_a_cells_config_is_built_once_and_each_caller_gets_its_own_copy(monkeypatch):
+    import diffexp.harness.study as study_module
+    from diffexp.algorithms.run_identity import config_hash
+
+    built = []
+    real = study_module.load_config
+    monkeypatch.setattr(study_module, "load_config", lambda *a, **k: built.append(a) or real(*a, **k))
+    study = load_study(TINY_GRID)
+    cell = study.cells()[0]
+    validation = study.build_config(cell, {"run.name": "validation"})
+    trial = study.build_config(cell, {"run.output_dir": "/somewhere/trials", "run.name": cell.key})
+    assert len(built) == 1  # where a run goes is set on a copy; what it does was validated once
+    assert (validation.run.name, trial.run.name) == ("validation", cell.key) and validation is not trial
+    before = list(validation.run.loggers)
+    trial.run.loggers = ["mlflow"]  # a caller's change stays in its copy
+    assert study.build_config(cell).run.loggers == before
+    assert config_hash(validation) == config_hash(trial)
+    study.build_config(cell, {"run.num_epochs": 1})  # not a location: a run of its own, validated
+    assert len(built) == 2

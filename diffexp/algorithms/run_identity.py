@@ -1,6 +1,7 @@
-"""What a run is, to the harness: its config as dotted keys, its identity (the cell key a folder
-and an MLflow run are named by, the config hash that tells a finished run from a changed one),
-the rewards it uses and the tags every trial carries."""
+"""What a run is: its config as dotted keys, its identity (the cell key a folder and an MLflow run
+are named by, the config hash that tells a finished run from a changed one, the fields that may
+change when it resumes), the rewards it uses and the tags every run carries. The trainer, the
+harness and the reports read these from here and nowhere else."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from diffexp.algorithms.mlflow_run import run_tags
-from diffexp.harness.study_file import StudyError
+from diffexp.algorithms.run_record import CONFIG_HASH_TAG
 from diffexp.plugins import fingerprints
+
+#: the algorithm of a config that names none (ddpo-pytorch's: this project began as its port)
+DEFAULT_ALGORITHM = "ddpo"
 
 #: Excluded from the config hash: they say where a run goes, not what it does.
 LOCATION_KEYS = (
@@ -49,13 +52,58 @@ def flatten(data: dict[str, Any], cls, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         if not isinstance(key, str):
-            raise StudyError(f"{prefix}{key}: config keys must be strings")
+            raise ValueError(f"{prefix}{key}: config keys must be strings")
         dotted = f"{prefix}{key}"
         if isinstance(value, dict) and _section_class(cls, dotted.split(".")) is not None:
             out.update(flatten(value, cls, dotted + "."))
         else:
             out[dotted] = value
     return out
+
+
+def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config dump -> dotted keys, descending into every non-empty mapping (MLflow params, diffs)."""
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``data["a"]["b"] = value`` for ``"a.b"``, creating sections; a non-section in the way is an error."""
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted}: {key} is not a section")
+    node[leaf] = value
+
+
+#: config fields that may change when a run resumes: where and how it is logged, how long it goes
+#: on, how often it evaluates or checkpoints, and on what hardware; everything else is the run
+RESUMABLE = (
+    "run.num_epochs",
+    "run.save_every",
+    "run.eval_every",
+    "run.eval_at_start",
+    "run.loggers",
+    "run.threads",
+    "run.output_dir",
+    "run.accelerator",
+    "run.mlflow_tracking_uri",
+    "run.mlflow_experiment",
+    "run.mlflow_run_id",
+    "run.mlflow_tags",
+)
+
+
+def resumable(field: str) -> bool:
+    """Whether a dotted field (or a key inside one, e.g. ``run.mlflow_tags.team``) may change on resume."""
+    return any(field == name or field.startswith(name + ".") for name in RESUMABLE)
 
 
 def _slug(value: Any) -> str:
@@ -82,14 +130,28 @@ def config_hash(config) -> str:
 
 def reward_parts(reward) -> list[str]:
     """The registered rewards a reward config uses (its name, or each weighted part's reward)."""
-    if not reward.weights:
-        return [reward.name]
-    return [str(v.get("reward", k)) if isinstance(v, dict) else k for k, v in reward.weights.items()]
+    return [p.reward for p in reward.parts()]
+
+
+def run_tags(config) -> dict[str, str]:
+    """What identifies a run among a study's: algorithm, strategy, seed, reward, prompt set."""
+    prompts = config.prompts.set
+    if prompts == "list":
+        prompts = f"list({len(config.prompts.prompts)})"
+    elif config.prompts.options:
+        prompts += "(" + ",".join(f"{k}={v}" for k, v in sorted(config.prompts.options.items())) + ")"
+    return {
+        "algorithm": config.algorithm,
+        "strategy": config.exploration.strategy,
+        "seed": str(config.run.seed),
+        "reward": config.reward.describe(),
+        "prompt_set": prompts,
+    }
 
 
 def describe(config) -> dict[str, str]:
     """The tags every trial carries: algorithm, strategy, seed, reward, prompt set, config hash."""
-    return {**run_tags(config), "config_hash": config_hash(config)}
+    return {**run_tags(config), CONFIG_HASH_TAG: config_hash(config)}
 
 
 def queries_per_epoch(config) -> int:

@@ -170,30 +170,6 @@ def test_cli(mlflow_study, tmp_path, capsys):
     assert "Verdict (evaluation-set reward" in printed and "Detectable Δ" in printed
 
 
-def test_the_readme_block_is_replaced_and_nothing_else(tmp_path):
-    from diffexp.ablation import README_END, README_START, update_readme
-
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{README_START}\n- old verdict\n{README_END}\noutro\n")
-    assert update_readme(readme, "- new verdict\n")
-    assert readme.read_text() == f"intro\n{README_START}\n- new verdict\n{README_END}\noutro\n"
-    assert not update_readme(readme, "- new verdict\n")  # unchanged: nothing written
-    plain = tmp_path / "PLAIN.md"
-    plain.write_text("no block here\n")
-    assert not update_readme(plain, "- x\n") and plain.read_text() == "no block here\n"
-
-
-def test_each_quoted_profile_has_its_own_block(tmp_path):
-    from diffexp.ablation import readme_markers, update_readme
-
-    (d0, d1), (f0, f1) = readme_markers("default"), readme_markers("full")
-    assert "reports/embedded-full/verdict.md" in f0 and {d0, d1}.isdisjoint({f0, f1})
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{d0}\n- default\n{d1}\n{f0}\n- full\n{f1}\n")
-    assert update_readme(readme, "- new full\n", "full")
-    assert readme.read_text() == f"{d0}\n- default\n{d1}\n{f0}\n- new full\n{f1}\n"
-
-
 def test_a_new_report_leaves_no_file_of_the_old_one(mlflow_study, tmp_path):
     from diffexp.reporting.report import build_report
 

@@ -14,13 +14,14 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from diffexp.algorithms.mlflow_run import Tracker
+from diffexp.algorithms.run_record import KEY_ATTR
 from diffexp.harness.cli import sweep_main
 from diffexp.harness.context import resolve_context, setup_study
 from diffexp.harness.launch import _subprocess_env, run_sweep, worker_command
-from diffexp.harness.progress import KEY_ATTR, group_trials
+from diffexp.harness.progress import group_trials
 from diffexp.harness.storage import open_storage
 from diffexp.harness.study import load_study
-from diffexp.harness.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_GRID = ROOT / "experiments" / "ablations" / "tiny_grid.yaml"
