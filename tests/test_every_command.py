@@ -31,6 +31,7 @@ def test_every_command_is_run_by_a_test():
         assert re.search(call, sources), f"no test runs `diffexp {' '.join(command)}` (main([...]))"
 
 
+@pytest.mark.slow
 def test_embedded_evaluate_train_and_ship(tmp_path, monkeypatch, capsys):
     out = tmp_path / "figures.json"
     only = ["--only", "prompt_following", "aesthetic_reward"]

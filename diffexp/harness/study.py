@@ -16,9 +16,9 @@ from pydantic import ValidationError
 
 from diffexp.algorithms.config import ConfigError, config_class, load_config
 from diffexp.algorithms.run_identity import LOCATION_KEYS, cell_key, flatten
+from diffexp.harness import search_space
 from diffexp.harness.study_file import (
     HARNESS_KEYS,
-    SearchParam,
     StudyError,
     StudySpec,
     Variant,
@@ -176,83 +176,15 @@ class StudyPlan:
         return TrialSpec(key=key or cell_key(params), params=dict(params), base=base, overrides=overrides)
 
     def _search_values(self, params: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for key, param in self.spec.search.space.items():
-            if param.type == "float_range":
-                if f"{key}[lo]" in params:
-                    lo, hi = params[f"{key}[lo]"], params[f"{key}[hi]"]
-                    out[key] = [min(lo, hi), max(lo, hi)]
-            elif key in params:
-                out[key] = params[key]
-        return out
+        return search_space.search_values(self.spec.search.space, params)
 
     def suggest(self, trial) -> dict[str, Any]:
         """Ask an Optuna trial for the search space's values (honouring ``when``); returns its params."""
-        params: dict[str, Any] = {}
-        for key, p in self.spec.search.space.items():
-            if not _condition_holds(p.when, params):
-                continue
-            if p.type == "categorical":
-                params[key] = trial.suggest_categorical(key, p.choices)
-            elif p.type == "int":
-                params[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
-            elif p.type == "float":
-                params[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
-            else:
-                params[f"{key}[lo]"] = trial.suggest_float(f"{key}[lo]", p.low, p.high)
-                params[f"{key}[hi]"] = trial.suggest_float(f"{key}[hi]", p.low, p.high)
-        return params
+        return search_space.suggest(self.spec.search.space, trial)
 
     def search_examples(self, n_random: int = 4, seed: int = 0) -> list[dict[str, Any]]:
-        """Points that exercise the search space for validation: each categorical combination at
-        the low and high ends of the numeric params (up to 32), plus a few random points."""
-        import random
-
-        space = self.spec.search.space
-        cats = [k for k, p in space.items() if p.type == "categorical"]
-        combos = list(itertools.product(*[space[k].choices for k in cats]))[:16]
-        points = []
-
-        def numeric(p, end):
-            if p.type == "int":
-                return int(p.low if end == "low" else p.high)
-            return p.low if end == "low" else p.high
-
-        for combo in combos:
-            for end in ("low", "high"):
-                chosen = dict(zip(cats, combo))
-
-                def value(k, p, chosen=chosen, end=end):
-                    return chosen[k] if p.type == "categorical" else numeric(p, end)
-
-                points.append(self._point(value))
-        rng = random.Random(seed)
-        for _ in range(n_random):
-            points.append(
-                self._point(
-                    lambda k, p: (
-                        rng.choice(p.choices)
-                        if p.type == "categorical"
-                        else (rng.randint(int(p.low), int(p.high)) if p.type == "int" else rng.uniform(p.low, p.high))
-                    )
-                )
-            )
-        unique = {json.dumps(p, sort_keys=True): p for p in points}
-        return list(unique.values())
-
-    def _point(self, pick) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        for key, p in self.spec.search.space.items():
-            if not _condition_holds(p.when, params):
-                continue
-            if p.type == "float_range":
-                a, b = pick(key, p), pick(key, SearchParam(type="float", low=p.low, high=p.high))
-                params[f"{key}[lo]"], params[f"{key}[hi]"] = min(a, b), max(a, b)
-                if params[f"{key}[lo]"] == params[f"{key}[hi]"]:
-                    params[f"{key}[lo]"], params[f"{key}[hi]"] = p.low, p.high
-            else:
-                params[key] = pick(key, p)
-        return params
+        """Points that exercise the search space for validation (see :func:`search_space.examples`)."""
+        return search_space.examples(self.spec.search.space, n_random, seed)
 
     # -- configs ----------------------------------------------------------------------------
     def build_config(self, trial: TrialSpec, run_fields: dict[str, Any] | None = None):
@@ -339,16 +271,6 @@ def _config_class_for(base, layers: list[dict[str, Any]]):
         elif isinstance(base, dict):
             algorithm = base.get("algorithm")
     return config_class(algorithm, lenient=True)  # validation names a bad algorithm later
-
-
-def _condition_holds(when: dict[str, Any], params: dict[str, Any]) -> bool:
-    for key, wanted in when.items():
-        if key not in params:
-            return False
-        allowed = wanted if isinstance(wanted, list) else [wanted]
-        if params[key] not in allowed:
-            return False
-    return True
 
 
 def load_study(path: str | Path, profile: str | None = None) -> StudyPlan:

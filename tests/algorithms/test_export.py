@@ -51,6 +51,7 @@ def trained(tmp_path_factory):
     return folder / "r", draw(module.pipe)
 
 
+@pytest.mark.slow
 def test_exported_lora_and_merged_pipeline_draw_the_trained_images(trained, tmp_path):
     run_dir, own = trained
     assert main(["export", str(run_dir), "--out", str(tmp_path / "out"), "--merge"]) == 0

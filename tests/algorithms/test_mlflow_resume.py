@@ -77,6 +77,7 @@ def test_killed_and_resumed_training_is_one_finished_mlflow_run_with_one_history
     assert list(report.runs["seed"]) == ["3"] and list(report.runs["strategy"]) == ["cfg"]
 
 
+@pytest.mark.slow
 def test_a_resume_in_process_continues_the_same_mlflow_run(tmp_path):
     overrides = {"run.output_dir": str(tmp_path), "run.name": "m", "run.num_epochs": 1}
     flat = {f"{section}.{k}": v for section, fields in CONFIG.items() for k, v in fields.items()}

@@ -1,6 +1,7 @@
 """benchmark/probes/ddpo_gradient_snr.py: the batch gradient covers the configured steps only, and the
 per-module split picks out each LoRA target kind's B matrices."""
 
+import pytest
 import torch
 
 from benchmark.probes.ddpo_gradient_snr import base_module, batch_gradient, lora_groups
@@ -59,6 +60,7 @@ def test_batch_gradient_uses_only_the_windows_steps(tmp_path, monkeypatch):
     assert grad.shape == (sum(p.numel() for p in module.trainable),) and grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_base_module_draws_the_lora_init_of_the_configs_seed(tmp_path):
     # The B matrices' gradient depends on the A matrices, which LoRA draws at random: two processes
     # (here: two builds after other random draws) must get the same A for the same run.seed. The

@@ -112,6 +112,7 @@ def test_a_run_starts_with_the_base_model_and_counts_eval_samples_apart(tmp_path
     }
 
 
+@pytest.mark.slow
 def test_every_seed_sees_the_same_evaluation_noise_and_the_base_evaluation_is_shared(tmp_path):
     heldout._BASE_EVALUATIONS.clear()
     first = _run(tmp_path, "s0", **{"run.seed": 0})

@@ -130,6 +130,7 @@ def test_grid_four_workers_postgres(tmp_path, capfd):
     assert ctx.storage.url.startswith("postgresql")
 
 
+@pytest.mark.slow
 def test_two_launchers_on_a_new_study_both_exit_0(tmp_path):
     """Both set the study up at once (Optuna's and MLflow's schemas on new SQLite files) and run
     both exit 0 and every cell is queued (a cell queued twice is closed as a duplicate when claimed)."""

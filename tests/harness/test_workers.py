@@ -85,6 +85,7 @@ def test_claimed_duplicate_is_closed_when_a_lower_trial_runs(ctx):
     assert w._duplicate_reason(study.trials[0]._trial_id, 0, first.key) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_dead_worker_trial_is_failed_and_requeued(tmp_path, kind):
     storage = f"journal:{tmp_path}/run/optuna.journal" if kind == "journal" else None
@@ -216,6 +217,7 @@ def test_simultaneous_mlflow_runs_of_one_cell_collapse_to_the_earliest(tmp_path,
     assert [r.info.run_id for r in runs] == [first]  # the duplicate was deleted
 
 
+@pytest.mark.slow
 def test_finished_cells_of_a_changed_config_are_refused(tmp_path):
     """A finished cell whose run config hashes differently now (a base config, a default or the
     shipped embedded weights changed) stops the sweep with an error naming the cell."""
@@ -257,6 +259,7 @@ def test_config_hash_follows_the_shipped_embedded_weights(monkeypatch):
     assert config_hash(twin) == before[1]  # runs that do not use the embedded world keep their hash
 
 
+@pytest.mark.slow
 def test_concurrent_claims_take_distinct_trials(tmp_path):
     """Workers claiming at the same instant on one SQLite file each get a trial of their own.
 
