@@ -10,13 +10,9 @@ from diffexp.algorithms.run_record import IDENTITY_TAGS
 from diffexp.cli import main
 from diffexp.prompts.sets import PROMPT_SETS, register_prompt_set
 from diffexp.rewards.parts import RewardPart
+from tests.helpers import NAMED
 
-RUN = {
-    "model.pretrained": "tiny-sd15",
-    "prompts.set": "list",
-    "prompts.prompts": ["a cat"],
-    "reward.name": "brightness",
-}
+RUN = NAMED  # what every run must name (the core has no default model, prompt set or reward)
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,9 @@ built: before a model loads or a run directory is touched."""
 import pytest
 
 from diffexp.algorithms.config import ConfigError, load_config
+from tests.helpers import NAMED
 
-#: what every run must name (the core has no default model, prompt set or reward)
-RUN = {
-    "model.pretrained": "tiny-sd15",
-    "prompts.set": "list",
-    "prompts.prompts": ["a cat"],
-    "reward.name": "brightness",
-}
+RUN = NAMED  # what every run must name (the core has no default model, prompt set or reward)
 
 
 @pytest.mark.parametrize(
