@@ -76,12 +76,16 @@ TARGETS = {  # issue #34: the median ratio diffexp / reference, lower is better 
 }
 
 
+#: the pipelines compared: the embedded world model and the SD 1.5 twin (SD 1.5's layout, random weights)
+PIPELINES = ("embedded", "sd15-twin")
+
+
 def save_pipelines(out: Path) -> dict[str, Path]:
     """The embedded model and the SD 1.5 twin as fp32 diffusers folders both libraries load."""
     from diffexp.embedded.pipeline import load_world_pipeline
     from diffexp.models import get_pipeline
 
-    paths = {"embedded": out / "embedded", "sd15-twin": out / "sd15-twin"}
+    paths = {name: out / name for name in PIPELINES}
     load_world_pipeline().save_pretrained(paths["embedded"])
     get_pipeline("tiny-sd15").save_pretrained(paths["sd15-twin"])
     for path in paths.values():
@@ -245,6 +249,43 @@ def compare(
     return rows
 
 
+def unet_calls(pipelines: dict[str, Path], peer: Path, pairs: int, threads: int, log) -> list[dict]:
+    """One UNet call, forward (CFG batch, no grad) and forward + backward (LoRA), in both
+    environments (`peer/unet_call.py`): the same network on the same inputs, so a ratio away
+    from 1 is the libraries' code (diffusers, peft, transformers versions) around it."""
+    ours, rows = Path(sys.executable), []
+    for name, path in pipelines.items():
+        settings = {"pipeline": str(path), "batch": DDPO["train_batch"] * 2, "repeats": 5, "threads": threads}
+        done = run_pairs(
+            pairs,
+            lambda settings=settings: run_side(ours, "unet_call.py", {**settings, "algorithm": "unet"}, log),
+            lambda settings=settings: run_side(peer, "unet_call.py", {**settings, "algorithm": "unet"}, log),
+            log,
+        )
+        loads = [p[f"load_before_{side}"] for p in done for side in ("a", "b")]
+        for key, measure in (
+            ("forward_cfg_no_grad_s", "UNet forward, CFG batch of 32, no grad / the peer environment's"),
+            ("forward_backward_s", "UNet forward + backward through LoRA, batch 16 / the peer environment's"),
+        ):
+            rows.append(
+                paired_row(
+                    measure,
+                    name,
+                    [p["a"][key] for p in done],
+                    [p["b"][key] for p in done],
+                    "s",
+                    1.00,
+                    loads,
+                    versions={"diffexp": done[0]["a"]["versions"], "peer": done[0]["b"]["versions"]},
+                    operator_calls={"diffexp": done[0]["a"]["operator_calls"], "peer": done[0]["b"]["operator_calls"]},
+                    top_operators={"diffexp": done[0]["a"]["top_operators"], "peer": done[0]["b"]["top_operators"]},
+                )
+            )
+    for row in rows:
+        row["met"] = row["ratio"] <= row["target"]
+    return rows
+
+
 def shares(row: dict) -> str:
     if "unet_bound_floor" not in row:
         return ""
@@ -292,11 +333,18 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6, help="pairs per workload (even: both orders equally often)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved sampler repeats per process")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads on both sides")
+    parser.add_argument(
+        "--pipelines", nargs="+", choices=PIPELINES, default=list(PIPELINES), help="which saved pipelines to compare"
+    )
     parser.add_argument("--out", type=Path, help="append this run (rows, pairs, machine) to this JSON file")
     parser.add_argument("--compare", type=Path, help="print how the first two runs in this JSON file agree, and exit")
+    parser.add_argument(
+        "--unet-calls", action="store_true", help="time one UNet call in both environments instead of the workloads"
+    )
     args = parser.parse_args()
     if args.compare:
-        print(agreement(json.loads(args.compare.read_text())["runs"]))
+        runs = json.loads(args.compare.read_text())["runs"]
+        print(agreement([r for r in runs if r.get("kind", "workloads") == "workloads"]))
         return
     if args.pairs < 1 or args.epochs < 2 or args.repeats < 1:
         parser.error("--pairs and --repeats must be at least 1, --epochs at least 2 (the first is warm-up)")
@@ -305,8 +353,12 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     clock = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        pipelines = save_pipelines(Path(tmp))
-        rows = compare(pipelines, peer, epochs, repeats, pairs, args.threads, log=lambda m: print(m, flush=True))
+        pipelines = {k: v for k, v in save_pipelines(Path(tmp)).items() if k in args.pipelines}
+        log = lambda m: print(m, flush=True)  # noqa: E731
+        if args.unet_calls:
+            rows = unet_calls(pipelines, peer, pairs, args.threads, log)
+        else:
+            rows = compare(pipelines, peer, epochs, repeats, pairs, args.threads, log)
     print(table(rows))
     if args.out:
         machine = {
@@ -316,7 +368,9 @@ def main() -> None:
             "threads": args.threads,
         }
         run = {
+            "kind": "unet_calls" if args.unet_calls else "workloads",
             "started": started,
+            "pipelines": args.pipelines,
             "minutes": round((time.perf_counter() - clock) / 60, 1),
             "machine": machine,
             "epochs": epochs,
@@ -327,8 +381,9 @@ def main() -> None:
         previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
         runs = previous.get("runs", []) + [run]
         args.out.write_text(json.dumps({"runs": runs}, indent=1))
-        if len(runs) >= 2:
-            print(agreement(runs[-2:]))
+        same = [r for r in runs if r.get("kind", "workloads") == run["kind"]]
+        if len(same) >= 2:
+            print(agreement(same[-2:]))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ the sign test's); and a 95% percentile bootstrap interval of the median (resampl
 pairs that bootstrap interval is the range itself; from 6 on it is narrower and covers a little
 less often than 95% (measured on lognormal ratios: 93.2% at 6 pairs, 92.7% at 10, 94.4% at 40;
 ``tests/benchmark/test_interleave.py``). An even number of pairs balances the two orders, so a
-drift linear in time cancels in the median. ``load`` records the machine's load average before
-each process, so a reader can see whether something else was running.
+drift linear in time cancels in the median. The load average before each process is recorded: the
+benchmark alone keeps it near its thread count (2 on the reference machine); more means something
+else was running.
 """
 
 from __future__ import annotations
