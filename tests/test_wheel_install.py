@@ -9,7 +9,7 @@ itself must come from the wheel, which the test checks.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -23,12 +23,21 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("sample", "strategy-grids", "train", "export", "ablation", "sweep", "report", "embedded")
 
 
+def _setuptools_version() -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in importlib.metadata.version("setuptools").split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return (0,)
+
+
 def _build_wheel(dist: Path, source: Path) -> Path:
     # a copy of what the wheel is built from, so the build leaves nothing in the checkout
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "diffexp", source / "diffexp", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    # build here with this environment's setuptools when it can make wheels itself (70.1 brought
+    # bdist_wheel in), else in pip's isolated build environment
+    isolation = ["--no-build-isolation"] if _setuptools_version() >= (70, 1) else []
     command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(dist), str(source)]
     subprocess.run(command, check=True)
     (wheel,) = dist.glob("diffexp-*.whl")
@@ -44,7 +53,8 @@ def _fresh_environment(venv: Path, wheel: Path) -> Path:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(site) / "dependencies.pth").write_text("".join(f"{path}\n" for path in ours))
     install = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)]
     subprocess.run(install, check=True)
     return venv / "bin"

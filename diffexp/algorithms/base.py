@@ -337,7 +337,11 @@ class RewardFinetuningModule(L.LightningModule):
                 logger.log_metrics(metrics, step=self.reward_queries)
                 logger.save()  # flush every epoch: a killed run keeps its curve up to the kill
         if progress:  # an epoch's metrics (not the base model's): in trainer.callback_metrics, for callbacks
-            self.log_dict(metrics, logger=False, on_step=False, on_epoch=True, rank_zero_only=True)
+            # Lightning keeps a key's last value: one this epoch did not measure (an evaluation metric
+            # between evaluations) is logged as NaN, so no callback reads an old value as new
+            self._callback_keys = getattr(self, "_callback_keys", set()) | set(metrics)
+            unmeasured = dict.fromkeys(self._callback_keys - set(metrics), float("nan"))
+            self.log_dict({**unmeasured, **metrics}, logger=False, on_step=False, on_epoch=True, rank_zero_only=True)
             self.log("reward", metrics.get("reward_mean", 0.0), prog_bar=True, logger=False, rank_zero_only=True)
             self.log("queries", float(self.reward_queries), prog_bar=True, logger=False, rank_zero_only=True)
 

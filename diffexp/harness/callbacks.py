@@ -8,8 +8,9 @@ from diffexp.harness.heartbeat import Heartbeat, TrialLost
 
 def epoch_metrics(trainer) -> dict[str, float]:
     """The last epoch's metrics, as the module logged them (``trainer.callback_metrics``, which
-    Lightning's and optuna-integration's callbacks read too)."""
-    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+    Lightning's and optuna-integration's callbacks read too); NaN marks one it did not measure."""
+    values = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    return {name: value for name, value in values.items() if value == value}
 
 
 def trial_callback(worker, trial, key: str, heartbeat: Heartbeat, prune: bool):

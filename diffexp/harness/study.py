@@ -193,8 +193,7 @@ class StudyPlan:
         many callers ask; where it goes (``LOCATION_KEYS``) is then set on a copy."""
         fields = dict(run_fields or {})
         where = {k: fields.pop(k) for k in list(fields) if k.removeprefix("run.") in LOCATION_KEYS}
-        recipe = json.dumps([str(trial.base) if isinstance(trial.base, Path) else trial.base, trial.overrides, fields],
-                            sort_keys=True, default=str)  # fmt: skip
+        recipe = repr((trial.base, trial.overrides, fields))  # insertion order kept: reward parts keep theirs
         if recipe not in self._configs:
             self._configs[recipe] = self._validated_config(trial, fields)
         config = self._configs[recipe].model_copy(deep=True)

@@ -43,6 +43,25 @@ def metrics(tmp_path, name="r") -> pd.DataFrame:
 
 
 @pytest.mark.slow
+def test_callbacks_never_read_an_evaluation_metric_of_an_earlier_epoch(tmp_path):
+    """Lightning keeps a logged key's last value; an epoch without an evaluation must not pass
+    the previous evaluation's figure to a callback (a pruner on eval_* would act on it)."""
+    import lightning as L
+
+    from diffexp.harness.callbacks import epoch_metrics
+
+    seen = []
+
+    class Capture(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            seen.append(epoch_metrics(trainer))
+
+    run(config(tmp_path, **{"run.num_epochs": 4, "run.eval_every": 2}), extra_callbacks=[Capture()])
+    assert ["eval_reward_mean" in m for m in seen] == [False, True, False, True]
+    assert all("reward_mean" in m for m in seen)
+
+
+@pytest.mark.slow
 def test_epoch_accounting_and_logging(tmp_path):
     module = run(config(tmp_path, **{"exploration.strategy": "diffexp"}))
     df = metrics(tmp_path)
