@@ -71,12 +71,11 @@ def build_reward_by_name(name: str):
 
 def resolve_reward(config):
     """The reward a ``reward`` section names: one registered reward or a weighted sum of its parts."""
-    from diffexp.rewards import build_reward
-    from diffexp.rewards.base import WeightedSum
+    from diffexp.rewards import build_reward, build_weighted_sum
 
     if config.single:
         return build_reward(config.single, **config.options)
-    return WeightedSum({p.part: (build_reward(p.reward, **p.options), p.weight) for p in config.parts()})
+    return build_weighted_sum(config.weights)
 
 
 class RewardFinetuningModule(L.LightningModule):
